@@ -1,0 +1,1 @@
+"""Concrete implementations of the services' ports: database, mail, wallets."""

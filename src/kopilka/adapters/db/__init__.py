@@ -1,0 +1,1 @@
+"""SQLAlchemy 2 storage on SQLite (embedded default) and PostgreSQL."""

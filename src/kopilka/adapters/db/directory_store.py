@@ -1,0 +1,316 @@
+"""Tenants, outlets, API keys, members, cards, audit log and idempotency records."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from kopilka.adapters.db.tables import (
+    api_keys,
+    audit_log,
+    card_batches,
+    cards,
+    idempotency_keys,
+    members,
+    outlets,
+    tenants,
+)
+from kopilka.ids import new_id
+
+Row = dict[str, Any]
+
+
+def _as_dict(row: Any) -> Row | None:
+    return dict(row._mapping) if row is not None else None
+
+
+class SqlDirectoryStore:
+    """Plain CRUD; every method that touches tenant data takes the tenant id first."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+
+    # ---- tenants -----------------------------------------------------------------------
+    def insert_tenant(self, row: Row) -> None:
+        self.conn.execute(sa.insert(tenants), row)
+
+    def tenant(self, tenant_id: uuid.UUID) -> Row | None:
+        return _as_dict(self.conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id)).first())
+
+    def tenant_by_name(self, name: str) -> Row | None:
+        return _as_dict(self.conn.execute(sa.select(tenants).where(tenants.c.name == name)).first())
+
+    def update_tenant(self, tenant_id: uuid.UUID, values: Row) -> None:
+        self.conn.execute(sa.update(tenants).where(tenants.c.id == tenant_id).values(**values))
+
+    def list_tenants(self) -> list[Row]:
+        return [dict(r._mapping) for r in self.conn.execute(sa.select(tenants).order_by(tenants.c.name))]
+
+    # ---- outlets -----------------------------------------------------------------------
+    def insert_outlet(self, row: Row) -> None:
+        self.conn.execute(sa.insert(outlets), row)
+
+    def outlet(self, tenant_id: uuid.UUID, outlet_id: uuid.UUID) -> Row | None:
+        return _as_dict(
+            self.conn.execute(
+                sa.select(outlets).where(outlets.c.tenant_id == tenant_id, outlets.c.id == outlet_id)
+            ).first()
+        )
+
+    def outlet_by_code(self, tenant_id: uuid.UUID, code: str) -> Row | None:
+        return _as_dict(
+            self.conn.execute(
+                sa.select(outlets).where(outlets.c.tenant_id == tenant_id, outlets.c.code == code)
+            ).first()
+        )
+
+    def list_outlets(self, tenant_id: uuid.UUID) -> list[Row]:
+        rows = self.conn.execute(
+            sa.select(outlets).where(outlets.c.tenant_id == tenant_id).order_by(outlets.c.code)
+        )
+        return [dict(r._mapping) for r in rows]
+
+    # ---- api keys ----------------------------------------------------------------------
+    def insert_api_key(self, row: Row) -> None:
+        self.conn.execute(sa.insert(api_keys), row)
+
+    def api_key_by_key_id(self, key_id: str) -> Row | None:
+        return _as_dict(self.conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first())
+
+    def api_key(self, tenant_id: uuid.UUID, api_key_id: uuid.UUID) -> Row | None:
+        return _as_dict(
+            self.conn.execute(
+                sa.select(api_keys).where(
+                    api_keys.c.tenant_id == tenant_id, api_keys.c.id == api_key_id
+                )
+            ).first()
+        )
+
+    def list_api_keys(self, tenant_id: uuid.UUID) -> list[Row]:
+        rows = self.conn.execute(
+            sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id).order_by(api_keys.c.id)
+        )
+        return [dict(r._mapping) for r in rows]
+
+    def revoke_api_key(self, tenant_id: uuid.UUID, api_key_id: uuid.UUID, at: datetime) -> None:
+        self.conn.execute(
+            sa.update(api_keys)
+            .where(
+                api_keys.c.tenant_id == tenant_id,
+                api_keys.c.id == api_key_id,
+                api_keys.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=at)
+        )
+
+    def touch_api_key(self, api_key_id: uuid.UUID, at: datetime, stale_before: datetime) -> None:
+        """Record use, at most once per staleness window: a till must not rewrite its key's
+        row on every request."""
+        self.conn.execute(
+            sa.update(api_keys)
+            .where(
+                api_keys.c.id == api_key_id,
+                sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < stale_before),
+            )
+            .values(last_used_at=at)
+        )
+
+    # ---- members -----------------------------------------------------------------------
+    def insert_member(self, row: Row) -> None:
+        self.conn.execute(sa.insert(members), row)
+
+    def insert_members(self, rows: list[Row]) -> None:
+        if rows:
+            self.conn.execute(sa.insert(members), rows)
+
+    def member(self, tenant_id: uuid.UUID, member_id: uuid.UUID, lock: bool = False) -> Row | None:
+        stmt = sa.select(members).where(members.c.tenant_id == tenant_id, members.c.id == member_id)
+        if lock and self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        return _as_dict(self.conn.execute(stmt).first())
+
+    def member_by(self, tenant_id: uuid.UUID, field: str, value: str) -> Row | None:
+        column = members.c[field]
+        return _as_dict(
+            self.conn.execute(
+                sa.select(members).where(members.c.tenant_id == tenant_id, column == value)
+            ).first()
+        )
+
+    def members_by(self, tenant_id: uuid.UUID, field: str, values: Sequence[str]) -> list[Row]:
+        if not values:
+            return []
+        column = members.c[field]
+        rows = self.conn.execute(
+            sa.select(members).where(members.c.tenant_id == tenant_id, column.in_(list(values)))
+        )
+        return [dict(r._mapping) for r in rows]
+
+    def list_members(
+        self,
+        tenant_id: uuid.UUID,
+        filters: Row,
+        after: uuid.UUID | None,
+        limit: int,
+    ) -> list[Row]:
+        stmt = sa.select(members).where(members.c.tenant_id == tenant_id)
+        for field, value in filters.items():
+            if field == "card":
+                stmt = stmt.where(
+                    members.c.id.in_(
+                        sa.select(cards.c.member_id).where(
+                            cards.c.tenant_id == tenant_id, cards.c.number == value
+                        )
+                    )
+                )
+            elif field == "status":
+                stmt = stmt.where(members.c.status == value)
+            else:
+                stmt = stmt.where(members.c[field] == value)
+        if after is not None:
+            stmt = stmt.where(members.c.id > after)
+        rows = self.conn.execute(stmt.order_by(members.c.id).limit(limit))
+        return [dict(r._mapping) for r in rows]
+
+    def update_member(self, tenant_id: uuid.UUID, member_id: uuid.UUID, values: Row) -> None:
+        self.conn.execute(
+            sa.update(members)
+            .where(members.c.tenant_id == tenant_id, members.c.id == member_id)
+            .values(**values)
+        )
+
+    def merged_into(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> list[uuid.UUID]:
+        """Ids of every profile merged into ``member_id``, directly or through a chain."""
+        found: list[uuid.UUID] = []
+        frontier = [member_id]
+        while frontier:
+            rows = self.conn.execute(
+                sa.select(members.c.id).where(
+                    members.c.tenant_id == tenant_id, members.c.merged_into_id.in_(frontier)
+                )
+            ).scalars()
+            frontier = [r for r in rows if r not in found]
+            found.extend(frontier)
+        return found
+
+    # ---- cards -------------------------------------------------------------------------
+    def insert_card(self, row: Row) -> None:
+        self.conn.execute(sa.insert(cards), row)
+
+    def insert_cards(self, rows: list[Row]) -> None:
+        if rows:
+            self.conn.execute(sa.insert(cards), rows)
+
+    def card_by_number(self, tenant_id: uuid.UUID, number: str, lock: bool = False) -> Row | None:
+        stmt = sa.select(cards).where(cards.c.tenant_id == tenant_id, cards.c.number == number)
+        if lock and self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        return _as_dict(self.conn.execute(stmt).first())
+
+    def existing_card_numbers(self, tenant_id: uuid.UUID, numbers: Sequence[str]) -> set[str]:
+        if not numbers:
+            return set()
+        rows = self.conn.execute(
+            sa.select(cards.c.number).where(
+                cards.c.tenant_id == tenant_id, cards.c.number.in_(list(numbers))
+            )
+        ).scalars()
+        return set(rows)
+
+    def cards_of(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> list[Row]:
+        rows = self.conn.execute(
+            sa.select(cards)
+            .where(cards.c.tenant_id == tenant_id, cards.c.member_id == member_id)
+            .order_by(cards.c.created_at, cards.c.number)
+        )
+        return [dict(r._mapping) for r in rows]
+
+    def update_card(self, tenant_id: uuid.UUID, card_id: uuid.UUID, values: Row) -> None:
+        self.conn.execute(
+            sa.update(cards).where(cards.c.tenant_id == tenant_id, cards.c.id == card_id).values(**values)
+        )
+
+    def move_cards(self, tenant_id: uuid.UUID, from_member: uuid.UUID, to_member: uuid.UUID) -> None:
+        self.conn.execute(
+            sa.update(cards)
+            .where(cards.c.tenant_id == tenant_id, cards.c.member_id == from_member)
+            .values(member_id=to_member)
+        )
+
+    def insert_card_batch(self, row: Row) -> None:
+        self.conn.execute(sa.insert(card_batches), row)
+
+    def card_batch_by_name(self, tenant_id: uuid.UUID, name: str) -> Row | None:
+        return _as_dict(
+            self.conn.execute(
+                sa.select(card_batches).where(
+                    card_batches.c.tenant_id == tenant_id, card_batches.c.name == name
+                )
+            ).first()
+        )
+
+    # ---- audit -------------------------------------------------------------------------
+    def audit(
+        self,
+        tenant_id: uuid.UUID,
+        actor: str,
+        action: str,
+        subject_type: str,
+        subject_id: uuid.UUID | str,
+        details: Row,
+        at: datetime,
+    ) -> None:
+        self.conn.execute(
+            sa.insert(audit_log),
+            {
+                "id": new_id(),
+                "tenant_id": tenant_id,
+                "actor": actor,
+                "action": action,
+                "subject_type": subject_type,
+                "subject_id": str(subject_id),
+                "details": details,
+                "created_at": at,
+            },
+        )
+
+    def audit_trail(self, tenant_id: uuid.UUID, subject_type: str, subject_id: str) -> list[Row]:
+        rows = self.conn.execute(
+            sa.select(audit_log)
+            .where(
+                audit_log.c.tenant_id == tenant_id,
+                audit_log.c.subject_type == subject_type,
+                audit_log.c.subject_id == subject_id,
+            )
+            .order_by(audit_log.c.id)
+        )
+        return [dict(r._mapping) for r in rows]
+
+    # ---- idempotency -------------------------------------------------------------------
+    def idempotency_record(self, tenant_id: uuid.UUID, key: str) -> Row | None:
+        return _as_dict(
+            self.conn.execute(
+                sa.select(idempotency_keys).where(
+                    idempotency_keys.c.tenant_id == tenant_id, idempotency_keys.c.key == key
+                )
+            ).first()
+        )
+
+    def save_idempotency_record(
+        self, tenant_id: uuid.UUID, key: str, request_hash: str, response: Row, at: datetime
+    ) -> None:
+        self.conn.execute(
+            sa.insert(idempotency_keys),
+            {
+                "tenant_id": tenant_id,
+                "key": key,
+                "request_hash": request_hash,
+                "response": response,
+                "created_at": at,
+            },
+        )

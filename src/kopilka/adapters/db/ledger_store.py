@@ -1,0 +1,520 @@
+"""Ledger storage: locked member accounts, lots, plans written in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from kopilka.adapters.db.tables import (
+    accounts,
+    holds,
+    ledger_transactions,
+    lot_movements,
+    lots,
+    postings,
+)
+from kopilka.domain.ledger.lots import Lot, LotStatus
+from kopilka.domain.ledger.model import MEMBER_ACCOUNT_KINDS, TENANT_ACCOUNT_KINDS, AccountKind
+from kopilka.domain.ledger.plan import AccountState, LedgerPlan
+from kopilka.ids import new_id
+
+TENANT_OWNER = "tenant"
+
+
+def member_owner(member_id: uuid.UUID) -> str:
+    return f"member:{member_id}"
+
+
+@dataclass(frozen=True)
+class TransactionRow:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    member_id: uuid.UUID | None
+    counterparty_member_id: uuid.UUID | None
+    kind: str
+    currency: str
+    amount: int
+    reason: str | None
+    actor: str
+    source_type: str
+    source_id: str | None
+    reverses_id: uuid.UUID | None
+    params: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    member_id: uuid.UUID
+    currency: str
+    amount: int
+    captured: int
+    status: str
+    reference: str | None
+    expires_at: datetime
+    hold_transaction_id: uuid.UUID
+    created_at: datetime
+    closed_at: datetime | None
+
+
+def _lot(row: Any) -> Lot:
+    return Lot(
+        id=row.id,
+        amount=row.amount,
+        remaining=row.remaining,
+        status=LotStatus(row.status),
+        available_at=row.available_at,
+        expires_at=row.expires_at,
+    )
+
+
+def _txn(row: Any) -> TransactionRow:
+    return TransactionRow(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        member_id=row.member_id,
+        counterparty_member_id=row.counterparty_member_id,
+        kind=row.kind,
+        currency=row.currency,
+        amount=row.amount,
+        reason=row.reason,
+        actor=row.actor,
+        source_type=row.source_type,
+        source_id=row.source_id,
+        reverses_id=row.reverses_id,
+        params=row.params or {},
+        occurred_at=row.occurred_at,
+        recorded_at=row.recorded_at,
+    )
+
+
+class SqlLedgerStore:
+    """Ledger reads and writes on one connection inside the unit of work's transaction."""
+
+    def __init__(self, conn: sa.Connection, account_cache: dict[Any, uuid.UUID]) -> None:
+        self.conn = conn
+        self._dialect = conn.dialect.name
+        # Account ids never change once created: cache tenant account ids per engine.
+        self._account_cache = account_cache
+
+    # ---- accounts ----------------------------------------------------------------------
+    def _insert_ignore(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        stmt: Any
+        if self._dialect == "postgresql":
+            stmt = postgresql.insert(table).on_conflict_do_nothing()
+        else:
+            stmt = sqlite.insert(table).on_conflict_do_nothing()
+        self.conn.execute(stmt, rows)
+
+    def _account_rows(
+        self,
+        tenant_id: uuid.UUID,
+        owner: str,
+        member_id: uuid.UUID | None,
+        kinds: Iterable[AccountKind],
+        currency: str,
+        now: datetime,
+        allow_debt: bool,
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": new_id(),
+                "tenant_id": tenant_id,
+                "owner": owner,
+                "member_id": member_id,
+                "kind": str(kind),
+                "currency": currency,
+                "balance": 0,
+                "allow_debt": allow_debt and kind is AccountKind.WALLET,
+                "created_at": now,
+            }
+            for kind in kinds
+        ]
+
+    def create_member_accounts(
+        self,
+        tenant_id: uuid.UUID,
+        member_id: uuid.UUID,
+        currency: str,
+        now: datetime,
+        allow_debt: bool,
+    ) -> None:
+        self._insert_ignore(
+            accounts,
+            self._account_rows(
+                tenant_id,
+                member_owner(member_id),
+                member_id,
+                sorted(MEMBER_ACCOUNT_KINDS),
+                currency,
+                now,
+                allow_debt,
+            ),
+        )
+
+    def tenant_accounts(
+        self, tenant_id: uuid.UUID, currency: str, now: datetime
+    ) -> dict[AccountKind, uuid.UUID]:
+        """Ids of the tenant's issued, expired, redeemed and adjustment accounts."""
+        found: dict[AccountKind, uuid.UUID] = {}
+        for kind in TENANT_ACCOUNT_KINDS:
+            cached = self._account_cache.get((tenant_id, kind, currency))
+            if cached is not None:
+                found[kind] = cached
+        if len(found) == len(TENANT_ACCOUNT_KINDS):
+            return found
+        self._insert_ignore(
+            accounts,
+            self._account_rows(
+                tenant_id, TENANT_OWNER, None, sorted(TENANT_ACCOUNT_KINDS), currency, now, False
+            ),
+        )
+        rows = self.conn.execute(
+            sa.select(accounts.c.id, accounts.c.kind).where(
+                accounts.c.tenant_id == tenant_id,
+                accounts.c.owner == TENANT_OWNER,
+                accounts.c.currency == currency,
+            )
+        ).all()
+        for row in rows:
+            kind = AccountKind(row.kind)
+            found[kind] = row.id
+            self._account_cache[(tenant_id, kind, currency)] = row.id
+        return found
+
+    def lock_member_accounts(
+        self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str
+    ) -> dict[AccountKind, AccountState]:
+        """Lock the member's accounts (ascending id, so two lockers never deadlock)."""
+        stmt = (
+            sa.select(accounts.c.id, accounts.c.kind, accounts.c.balance, accounts.c.allow_debt)
+            .where(
+                accounts.c.tenant_id == tenant_id,
+                accounts.c.owner == member_owner(member_id),
+                accounts.c.currency == currency,
+            )
+            .order_by(accounts.c.id)
+        )
+        if self._dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        return {
+            AccountKind(r.kind): AccountState(r.id, AccountKind(r.kind), r.balance, r.allow_debt)
+            for r in self.conn.execute(stmt)
+        }
+
+    def lock_many_member_accounts(
+        self, tenant_id: uuid.UUID, member_ids: Sequence[uuid.UUID], currency: str
+    ) -> dict[uuid.UUID, dict[AccountKind, AccountState]]:
+        """Lock several members' accounts in one ascending-id pass."""
+        owners = {member_owner(m): m for m in member_ids}
+        stmt = (
+            sa.select(
+                accounts.c.id,
+                accounts.c.owner,
+                accounts.c.kind,
+                accounts.c.balance,
+                accounts.c.allow_debt,
+            )
+            .where(
+                accounts.c.tenant_id == tenant_id,
+                accounts.c.owner.in_(list(owners)),
+                accounts.c.currency == currency,
+            )
+            .order_by(accounts.c.id)
+        )
+        if self._dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        result: dict[uuid.UUID, dict[AccountKind, AccountState]] = {m: {} for m in member_ids}
+        for r in self.conn.execute(stmt):
+            result[owners[r.owner]][AccountKind(r.kind)] = AccountState(
+                r.id, AccountKind(r.kind), r.balance, r.allow_debt
+            )
+        return result
+
+    def set_allow_debt(self, tenant_id: uuid.UUID, account_id: uuid.UUID, allow: bool) -> None:
+        self.conn.execute(
+            sa.update(accounts)
+            .where(accounts.c.tenant_id == tenant_id, accounts.c.id == account_id)
+            .values(allow_debt=allow)
+        )
+
+    # ---- lots --------------------------------------------------------------------------
+    def open_lots(self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str) -> list[Lot]:
+        """Pending lots and active lots with points left."""
+        rows = self.conn.execute(
+            sa.select(lots).where(
+                lots.c.tenant_id == tenant_id,
+                lots.c.member_id == member_id,
+                lots.c.currency == currency,
+                sa.or_(
+                    lots.c.status == LotStatus.PENDING.value,
+                    sa.and_(lots.c.status == LotStatus.ACTIVE.value, lots.c.remaining > 0),
+                ),
+            )
+        )
+        return [_lot(r) for r in rows]
+
+    def lots_by_id(self, tenant_id: uuid.UUID, ids: Iterable[uuid.UUID]) -> list[Lot]:
+        wanted = list(ids)
+        if not wanted:
+            return []
+        rows = self.conn.execute(
+            sa.select(lots).where(lots.c.tenant_id == tenant_id, lots.c.id.in_(wanted))
+        )
+        return [_lot(r) for r in rows]
+
+    def lots_from_transaction(self, tenant_id: uuid.UUID, txn_id: uuid.UUID) -> list[Lot]:
+        rows = self.conn.execute(
+            sa.select(lots)
+            .where(lots.c.tenant_id == tenant_id, lots.c.source_transaction_id == txn_id)
+            .order_by(lots.c.id)
+        )
+        return [_lot(r) for r in rows]
+
+    def net_taken_by_origin(
+        self, tenant_id: uuid.UUID, origin_id: uuid.UUID
+    ) -> list[tuple[uuid.UUID, int]]:
+        """Per lot, points an origin took and still holds, in the order it took them."""
+        rows = self.conn.execute(
+            sa.select(
+                lot_movements.c.lot_id,
+                sa.func.sum(lot_movements.c.amount).label("net"),
+                sa.func.min(lot_movements.c.id).label("first"),
+            )
+            .where(lot_movements.c.tenant_id == tenant_id, lot_movements.c.origin_id == origin_id)
+            .group_by(lot_movements.c.lot_id)
+            .order_by(sa.text("first"))
+        )
+        return [(r.lot_id, -int(r.net)) for r in rows if int(r.net) < 0]
+
+    # ---- transactions ------------------------------------------------------------------
+    def get_transaction(self, tenant_id: uuid.UUID, txn_id: uuid.UUID) -> TransactionRow | None:
+        row = self.conn.execute(
+            sa.select(ledger_transactions).where(
+                ledger_transactions.c.tenant_id == tenant_id, ledger_transactions.c.id == txn_id
+            )
+        ).first()
+        return _txn(row) if row else None
+
+    def reversals_of(self, tenant_id: uuid.UUID, txn_id: uuid.UUID) -> list[TransactionRow]:
+        rows = self.conn.execute(
+            sa.select(ledger_transactions)
+            .where(
+                ledger_transactions.c.tenant_id == tenant_id,
+                ledger_transactions.c.reverses_id == txn_id,
+            )
+            .order_by(ledger_transactions.c.id)
+        )
+        return [_txn(r) for r in rows]
+
+    def postings_of(self, tenant_id: uuid.UUID, txn_ids: Sequence[uuid.UUID]) -> list[Any]:
+        if not txn_ids:
+            return []
+        return list(
+            self.conn.execute(
+                sa.select(
+                    postings.c.transaction_id,
+                    postings.c.account_id,
+                    postings.c.amount,
+                    postings.c.balance_after,
+                    accounts.c.kind,
+                    accounts.c.member_id,
+                )
+                .join(accounts, accounts.c.id == postings.c.account_id)
+                .where(
+                    postings.c.tenant_id == tenant_id,
+                    postings.c.transaction_id.in_(list(txn_ids)),
+                )
+                .order_by(postings.c.id)
+            )
+        )
+
+    def history(
+        self,
+        tenant_id: uuid.UUID,
+        member_ids: Sequence[uuid.UUID],
+        before: uuid.UUID | None,
+        limit: int,
+    ) -> list[TransactionRow]:
+        """A member's transactions, newest first (merged profiles included)."""
+        ids = list(member_ids)
+        stmt = sa.select(ledger_transactions).where(
+            ledger_transactions.c.tenant_id == tenant_id,
+            sa.or_(
+                ledger_transactions.c.member_id.in_(ids),
+                ledger_transactions.c.counterparty_member_id.in_(ids),
+            ),
+        )
+        if before is not None:
+            stmt = stmt.where(ledger_transactions.c.id < before)
+        stmt = stmt.order_by(ledger_transactions.c.id.desc()).limit(limit)
+        return [_txn(r) for r in self.conn.execute(stmt)]
+
+    # ---- holds -------------------------------------------------------------------------
+    def insert_hold(self, row: dict[str, Any]) -> None:
+        self.conn.execute(sa.insert(holds), row)
+
+    def get_hold(self, tenant_id: uuid.UUID, hold_id: uuid.UUID, lock: bool) -> HoldRow | None:
+        stmt = sa.select(holds).where(holds.c.tenant_id == tenant_id, holds.c.id == hold_id)
+        if lock and self._dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = self.conn.execute(stmt).first()
+        if row is None:
+            return None
+        return HoldRow(**{c: getattr(row, c) for c in HoldRow.__dataclass_fields__})
+
+    def close_hold(
+        self, tenant_id: uuid.UUID, hold_id: uuid.UUID, status: str, captured: int, at: datetime
+    ) -> None:
+        self.conn.execute(
+            sa.update(holds)
+            .where(holds.c.tenant_id == tenant_id, holds.c.id == hold_id)
+            .values(status=status, captured=captured, closed_at=at)
+        )
+
+    def active_holds_of(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> int:
+        return int(
+            self.conn.execute(
+                sa.select(sa.func.count())
+                .select_from(holds)
+                .where(
+                    holds.c.tenant_id == tenant_id,
+                    holds.c.member_id == member_id,
+                    holds.c.status == "active",
+                )
+            ).scalar_one()
+        )
+
+    # ---- jobs --------------------------------------------------------------------------
+    def members_with_due_lots(
+        self, now: datetime, limit: int, tenant_id: uuid.UUID | None = None
+    ) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+        due = sa.or_(
+            sa.and_(lots.c.status == LotStatus.PENDING.value, lots.c.available_at <= now),
+            sa.and_(
+                lots.c.status.in_([LotStatus.PENDING.value, LotStatus.ACTIVE.value]),
+                lots.c.expires_at <= now,
+                lots.c.remaining > 0,
+            ),
+        )
+        stmt = sa.select(lots.c.tenant_id, lots.c.member_id, lots.c.currency).where(due)
+        if tenant_id is not None:
+            stmt = stmt.where(lots.c.tenant_id == tenant_id)
+        stmt = stmt.distinct().limit(limit)
+        return [(r.tenant_id, r.member_id, r.currency) for r in self.conn.execute(stmt)]
+
+    def stale_holds(
+        self, now: datetime, limit: int, tenant_id: uuid.UUID | None = None
+    ) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        stmt = sa.select(holds.c.tenant_id, holds.c.id).where(
+            holds.c.status == "active", holds.c.expires_at <= now
+        )
+        if tenant_id is not None:
+            stmt = stmt.where(holds.c.tenant_id == tenant_id)
+        return [(r.tenant_id, r.id) for r in self.conn.execute(stmt.limit(limit))]
+
+    # ---- writing a plan ----------------------------------------------------------------
+    def apply(self, tenant_id: uuid.UUID, plan: LedgerPlan, recorded_at: datetime) -> None:
+        """Write a plan; the caller's transaction makes it all or nothing."""
+        touched = {p.account_id for p in plan.postings if p.balance_after is not None}
+        if touched:
+            self.conn.execute(
+                sa.update(accounts)
+                .where(accounts.c.id == sa.bindparam("_id"))
+                .values(balance=sa.bindparam("_balance")),
+                [{"_id": a, "_balance": plan.accounts[a].balance} for a in sorted(touched)],
+            )
+        if plan.transactions:
+            self.conn.execute(
+                sa.insert(ledger_transactions),
+                [
+                    {
+                        "id": t.id,
+                        "tenant_id": tenant_id,
+                        "member_id": t.member_id,
+                        "counterparty_member_id": t.counterparty_member_id,
+                        "kind": t.kind,
+                        "currency": t.currency,
+                        "amount": t.amount,
+                        "reason": t.reason,
+                        "actor": t.actor,
+                        "source_type": t.source_type,
+                        "source_id": t.source_id,
+                        "reverses_id": t.reverses_id,
+                        "params": t.params,
+                        "occurred_at": t.occurred_at,
+                        "recorded_at": recorded_at,
+                    }
+                    for t in plan.transactions
+                ],
+            )
+        if plan.postings:
+            self.conn.execute(
+                sa.insert(postings),
+                [
+                    {
+                        "tenant_id": tenant_id,
+                        "transaction_id": p.transaction_id,
+                        "account_id": p.account_id,
+                        "amount": p.amount,
+                        "balance_after": p.balance_after,
+                    }
+                    for p in plan.postings
+                ],
+            )
+        if plan.new_lots:
+            self.conn.execute(
+                sa.insert(lots),
+                [
+                    {
+                        "id": lot.id,
+                        "tenant_id": tenant_id,
+                        "member_id": lot.member_id,
+                        "currency": lot.currency,
+                        "amount": lot.amount,
+                        "remaining": lot.remaining,
+                        "status": lot.status.value,
+                        "available_at": lot.available_at,
+                        "expires_at": lot.expires_at,
+                        "source_transaction_id": lot.source_transaction_id,
+                        "created_at": recorded_at,
+                    }
+                    for lot in plan.new_lots.values()
+                ],
+            )
+        if plan.changed_lots:
+            self.conn.execute(
+                sa.update(lots)
+                .where(lots.c.id == sa.bindparam("_id"))
+                .values(remaining=sa.bindparam("_remaining"), status=sa.bindparam("_status"))
+                .execution_options(synchronize_session=False),
+                [
+                    {"_id": lot_id, "_remaining": remaining, "_status": status.value}
+                    for lot_id, (remaining, status) in sorted(plan.changed_lots.items())
+                ],
+            )
+        if plan.movements:
+            self.conn.execute(
+                sa.insert(lot_movements),
+                [
+                    {
+                        "tenant_id": tenant_id,
+                        "transaction_id": m.transaction_id,
+                        "lot_id": m.lot_id,
+                        "amount": m.amount,
+                        "origin_id": m.origin_id,
+                    }
+                    for m in plan.movements
+                ],
+            )

@@ -1,0 +1,89 @@
+"""The unit of work: one connection, one database transaction, all or nothing."""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from kopilka.adapters.db.directory_store import SqlDirectoryStore
+from kopilka.adapters.db.engine import WRITE_OPTION
+from kopilka.adapters.db.inflight import LocalInflight, try_pg_lock
+from kopilka.adapters.db.ledger_store import SqlLedgerStore
+
+
+class SqlUnitOfWork:
+    """Opened by ``with``; rolls back unless :meth:`commit` was called."""
+
+    def __init__(self, factory: SqlUnitOfWorkFactory, *, write: bool) -> None:
+        self._factory = factory
+        self._write = write
+        self._conn: sa.Connection | None = None
+        self._inflight: list[tuple[uuid.UUID, str]] = []
+        self.committed = False
+
+    def __enter__(self) -> SqlUnitOfWork:
+        conn = self._factory.engine.connect()
+        if self._write:
+            conn = conn.execution_options(**{WRITE_OPTION: True})
+        # No explicit begin: the first statement opens the transaction, so a SQLite twin
+        # request is told "in progress" before it queues for the write lock.
+        self._conn = conn
+        self.directory = SqlDirectoryStore(conn)
+        self.ledger = SqlLedgerStore(conn, self._factory.account_cache)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._conn is not None
+        try:
+            if not self.committed:
+                self._conn.rollback()
+        finally:
+            self._conn.close()
+            for tenant_id, key in self._inflight:
+                self._factory.local_inflight.leave(tenant_id, key)
+            self._inflight.clear()
+
+    @property
+    def dialect(self) -> str:
+        return self._factory.engine.dialect.name
+
+    def commit(self) -> None:
+        assert self._conn is not None
+        self._conn.commit()
+        self.committed = True
+
+    def claim_key(self, tenant_id: uuid.UUID, key: str) -> bool:
+        """Mark an idempotency key as in flight; False when a twin request holds it."""
+        assert self._conn is not None
+        if self.dialect == "postgresql":
+            return try_pg_lock(self._conn, tenant_id, key)
+        if not self._factory.local_inflight.try_enter(tenant_id, key):
+            return False
+        self._inflight.append((tenant_id, key))
+        return True
+
+    def execute(self, statement: Any, params: Any = None) -> Any:
+        """Escape hatch for jobs and reports that run set-based SQL."""
+        assert self._conn is not None
+        return self._conn.execute(statement, params)
+
+
+class SqlUnitOfWorkFactory:
+    """Makes units of work on one engine; shared caches live here, not in globals."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.account_cache: dict[Any, uuid.UUID] = {}
+        self.local_inflight = LocalInflight()
+
+    def __call__(self, *, write: bool = True) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self, write=write)

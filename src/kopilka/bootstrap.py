@@ -1,0 +1,53 @@
+"""The one place that knows the concrete adapters: settings -> engine -> unit of work ->
+services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from kopilka.adapters.db.engine import create_db_engine
+from kopilka.adapters.db.unit_of_work import SqlUnitOfWorkFactory
+from kopilka.clock import Clock, SystemClock
+from kopilka.services.jobs import JobService
+from kopilka.services.ledger import LedgerService
+from kopilka.services.members import MemberService
+from kopilka.services.tenants import TenantService
+from kopilka.settings import Settings
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    uow_factory: SqlUnitOfWorkFactory
+    clock: Clock
+    tenants: TenantService
+    members: MemberService
+    ledger: LedgerService
+    jobs: JobService
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def bootstrap(
+    settings: Settings | None = None, *, clock: Clock | None = None, engine: Engine | None = None
+) -> Container:
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    engine = engine or create_db_engine(
+        settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
+    )
+    uow_factory = SqlUnitOfWorkFactory(engine)
+    return Container(
+        settings=settings,
+        engine=engine,
+        uow_factory=uow_factory,
+        clock=clock,
+        tenants=TenantService(uow_factory, clock),
+        members=MemberService(uow_factory, clock),
+        ledger=LedgerService(uow_factory, clock),
+        jobs=JobService(uow_factory, clock),
+    )

@@ -1,0 +1,1 @@
+"""Double-entry points ledger: balanced transactions, lots, expiry, descriptions."""

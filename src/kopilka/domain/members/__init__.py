@@ -1,0 +1,1 @@
+"""Members, their cards, consents and identifiers."""

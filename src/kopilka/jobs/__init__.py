@@ -1,0 +1,1 @@
+"""Scheduled jobs live in services/jobs.py; run them with `kopilka jobs run`."""

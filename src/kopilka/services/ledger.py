@@ -1,0 +1,673 @@
+"""Ledger use cases: accrue, redeem, adjust, hold/capture/release, reverse, balances, history,
+and the clock's work (activation, expiry, stale holds)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from kopilka.clock import Clock
+from kopilka.domain.errors import BusinessRuleViolation, Conflict, InsufficientPoints, NotFound
+from kopilka.domain.ledger.descriptions import describe
+from kopilka.domain.ledger.lots import LotStatus, allocate
+from kopilka.domain.ledger.model import AccountKind, Posting, TxnKind
+from kopilka.domain.ledger.plan import NewTransaction
+from kopilka.ids import new_id
+from kopilka.services.context import Actor, Tenant, load_tenant
+from kopilka.services.idempotency import remember, replay_or_claim, request_hash
+from kopilka.services.ledger_book import MemberBook
+from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
+from kopilka.services.views import (
+    BalanceView,
+    ExpiringAmount,
+    HoldView,
+    OperationResult,
+    PostingView,
+    TransactionView,
+)
+
+MAX_POINTS = 10**12
+EXPIRING_SOON_DAYS = 30
+
+
+class ShortfallPolicy(StrEnum):
+    """What to do when points to take back were already spent."""
+
+    FAIL = "fail"  # refuse, telling how many are missing
+    DEBT = "debt"  # take them anyway: the wallet goes negative (if the tenant allows debt)
+    CAP = "cap"  # take what is there and report the rest (the till deducts it in cash)
+
+
+# Which tenant account a credit of each kind comes from.
+CREDIT_SOURCE = {
+    TxnKind.ACCRUAL: AccountKind.ISSUED,
+    TxnKind.OPENING_BALANCE: AccountKind.ISSUED,
+    TxnKind.ADJUSTMENT: AccountKind.ADJUSTMENT,
+}
+
+
+def _ensure_member_can_transact(uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID) -> None:
+    member = uow.directory.member(tenant_id, member_id)
+    if member is None:
+        raise NotFound("Member not found.", code="member_not_found")
+    if member["status"] == "blocked":
+        raise BusinessRuleViolation(
+            "The member is blocked: no points can be earned or spent.", code="member_blocked"
+        )
+    if member["status"] in ("merged", "erased"):
+        raise BusinessRuleViolation(
+            f"The member profile is {member['status']}; use the surviving profile.",
+            code=f"member_{member['status']}",
+        )
+
+
+def _check_points(points: int) -> None:
+    if points <= 0 or points > MAX_POINTS:
+        raise BusinessRuleViolation(
+            f"Points must be between 1 and {MAX_POINTS}.", code="invalid_points"
+        )
+
+
+class LedgerService:
+    """Ledger operations; each is one database transaction, idempotent on its key."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+        self.uow_factory = uow_factory
+        self.clock = clock
+
+    # ---- plumbing ----------------------------------------------------------------------
+    def _write(
+        self,
+        actor: Actor,
+        scope: str,
+        body: Any,
+        idempotency_key: str | None,
+        work: Callable[[UnitOfWork, Tenant, datetime], OperationResult],
+    ) -> OperationResult:
+        digest = request_hash(scope, body)
+        with self.uow_factory(write=True) as uow:
+            stored = replay_or_claim(uow, actor.tenant_id, idempotency_key, digest)
+            if stored is not None:
+                return OperationResult.model_validate(stored)
+            now = self.clock.now()
+            tenant = load_tenant(uow, actor.tenant_id)
+            result = work(uow, tenant, now)
+            remember(uow, actor.tenant_id, idempotency_key, digest, result.to_json(), now)
+            uow.commit()
+            return result
+
+    def _finish(
+        self,
+        uow: UnitOfWork,
+        book: MemberBook,
+        headline: list[NewTransaction],
+        *,
+        hold: HoldView | None = None,
+        shortfall: int = 0,
+    ) -> OperationResult:
+        uow.ledger.apply(book.tenant.id, book.plan, book.now)
+        views = _views_of_planned(book, headline)
+        return OperationResult(
+            transactions=views,
+            balance=_balance_from_plan(book),
+            hold=hold,
+            shortfall=shortfall,
+        )
+
+    # ---- credits -----------------------------------------------------------------------
+    def accrue(
+        self,
+        actor: Actor,
+        member_id: uuid.UUID,
+        points: int,
+        *,
+        reason: str | None = None,
+        kind: TxnKind = TxnKind.ACCRUAL,
+        source_type: str = "api",
+        source_id: str | None = None,
+        available_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        pending_days: int | None = None,
+        currency: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> OperationResult:
+        """Credit points as a new lot (pending first if the tenant or caller says so)."""
+        _check_points(points)
+        body = {
+            "member_id": member_id,
+            "points": points,
+            "reason": reason,
+            "kind": kind,
+            "available_at": available_at,
+            "expires_at": expires_at,
+            "pending_days": pending_days,
+            "currency": currency,
+            "source": [source_type, source_id],
+        }
+
+        def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
+            _ensure_member_can_transact(uow, tenant.id, member_id)
+            book = MemberBook(uow, tenant, member_id, actor, now, currency=currency, load_lots=False)
+            _check_dates(now, available_at, expires_at)
+            txn = book.new_txn(
+                kind, points, source_type=source_type, source_id=source_id, reason=reason
+            )
+            book.credit(
+                txn,
+                points,
+                CREDIT_SOURCE.get(kind, AccountKind.ISSUED),
+                available_at=available_at,
+                expires_at=expires_at,
+                pending_days=pending_days,
+            )
+            return self._finish(uow, book, [txn])
+
+        return self._write(actor, f"accrue:{kind}", body, idempotency_key, work)
+
+    # ---- debits ------------------------------------------------------------------------
+    def redeem(
+        self,
+        actor: Actor,
+        member_id: uuid.UUID,
+        points: int,
+        *,
+        reason: str | None = None,
+        source_type: str = "api",
+        source_id: str | None = None,
+        currency: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> OperationResult:
+        """Spend points, soonest-expiring first; never below zero."""
+        _check_points(points)
+        body = {"member_id": member_id, "points": points, "reason": reason, "currency": currency,
+                "source": [source_type, source_id]}
+
+        def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
+            _ensure_member_can_transact(uow, tenant.id, member_id)
+            book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
+            book.settle()
+            txn = book.new_txn(
+                TxnKind.REDEMPTION, points, source_type=source_type, source_id=source_id,
+                reason=reason,
+            )
+            book.take(txn, points, book.system[AccountKind.REDEEMED])
+            return self._finish(uow, book, [txn])
+
+        return self._write(actor, "redeem", body, idempotency_key, work)
+
+    def adjust(
+        self,
+        actor: Actor,
+        member_id: uuid.UUID,
+        points: int,
+        *,
+        reason: str,
+        available_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        currency: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> OperationResult:
+        """A manual correction: positive credits a lot, negative burns lots."""
+        if points == 0 or abs(points) > MAX_POINTS:
+            raise BusinessRuleViolation(
+                f"Adjustment must be non-zero and at most {MAX_POINTS} in size.",
+                code="invalid_points",
+            )
+        if not reason or not reason.strip():
+            raise BusinessRuleViolation("An adjustment needs a reason.", code="reason_required")
+        body = {"member_id": member_id, "points": points, "reason": reason,
+                "available_at": available_at, "expires_at": expires_at, "currency": currency}
+
+        def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
+            member = uow.directory.member(tenant.id, member_id)
+            if member is None or member["status"] in ("merged", "erased"):
+                raise NotFound("Member not found.", code="member_not_found")
+            book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
+            book.settle()
+            txn = book.new_txn(
+                TxnKind.ADJUSTMENT, points, source_type="admin", reason=reason,
+                params={"reason": reason},
+            )
+            if points > 0:
+                _check_dates(now, available_at, expires_at)
+                book.credit(
+                    txn, points, AccountKind.ADJUSTMENT,
+                    available_at=available_at, expires_at=expires_at,
+                )
+            else:
+                book.take(txn, -points, book.system[AccountKind.ADJUSTMENT])
+            uow.directory.audit(
+                tenant.id, actor.name, "ledger.adjust", "member", member_id,
+                {"points": points, "reason": reason, "transaction_id": str(txn.id)}, now,
+            )
+            return self._finish(uow, book, [txn])
+
+        return self._write(actor, "adjust", body, idempotency_key, work)
+
+    # ---- holds -------------------------------------------------------------------------
+    def hold(
+        self,
+        actor: Actor,
+        member_id: uuid.UUID,
+        points: int,
+        *,
+        ttl_seconds: int | None = None,
+        reference: str | None = None,
+        currency: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> OperationResult:
+        """Reserve points for an operation in flight; released by itself when it expires."""
+        _check_points(points)
+        if ttl_seconds is not None and not 1 <= ttl_seconds <= 7 * 86400:
+            raise BusinessRuleViolation(
+                "ttl_seconds must be between 1 second and 7 days.", code="invalid_ttl"
+            )
+        body = {"member_id": member_id, "points": points, "ttl": ttl_seconds,
+                "reference": reference, "currency": currency}
+
+        def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
+            _ensure_member_can_transact(uow, tenant.id, member_id)
+            book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
+            book.settle()
+            hold_id = new_id()
+            txn = book.new_txn(
+                TxnKind.HOLD, points, source_type="hold", source_id=str(hold_id),
+                reason=reference,
+            )
+            book.take(txn, points, book.hold_account.id)
+            expires = now + timedelta(seconds=ttl_seconds or tenant.hold_ttl_seconds)
+            row = {
+                "id": hold_id, "tenant_id": tenant.id, "member_id": member_id,
+                "currency": book.currency, "amount": points, "captured": 0, "status": "active",
+                "reference": reference, "expires_at": expires, "hold_transaction_id": txn.id,
+                "created_at": now, "closed_at": None,
+            }
+            uow.ledger.insert_hold(row)
+            return self._finish(uow, book, [txn], hold=_hold_view(row))
+
+        return self._write(actor, "hold", body, idempotency_key, work)
+
+    def capture(
+        self,
+        actor: Actor,
+        hold_id: uuid.UUID,
+        points: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> OperationResult:
+        """Spend held points (all, or part with the rest released)."""
+        body = {"hold_id": hold_id, "points": points}
+
+        def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
+            hold, book = self._open_hold(uow, tenant, actor, hold_id, now)
+            amount = hold.amount if points is None else points
+            if not 1 <= amount <= hold.amount:
+                raise BusinessRuleViolation(
+                    f"Capture between 1 and {hold.amount} points.", code="invalid_points"
+                )
+            made = []
+            txn = book.new_txn(
+                TxnKind.CAPTURE, amount, source_type="hold", source_id=str(hold.id),
+                reverses_id=hold.hold_transaction_id,
+            )
+            book.plan.add_transaction(
+                txn, _move(book.hold_account.id, book.system[AccountKind.REDEEMED], amount)
+            )
+            made.append(txn)
+            rest = hold.amount - amount
+            if rest:
+                release = book.new_txn(
+                    TxnKind.RELEASE, rest, source_type="hold", source_id=str(hold.id),
+                    reverses_id=hold.hold_transaction_id,
+                )
+                book.restore(release, rest, book.hold_account.id, hold.hold_transaction_id)
+                made.append(release)
+            uow.ledger.close_hold(tenant.id, hold.id, "captured", amount, now)
+            view = _hold_view({**hold.__dict__, "status": "captured", "captured": amount,
+                               "closed_at": now})
+            return self._finish(uow, book, made, hold=view)
+
+        return self._write(actor, "capture", body, idempotency_key, work)
+
+    def release(
+        self, actor: Actor, hold_id: uuid.UUID, *, idempotency_key: str | None = None,
+        status: str = "released",
+    ) -> OperationResult:
+        """Give held points back to the wallet, to the lots they came from."""
+        body = {"hold_id": hold_id}
+
+        def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
+            hold, book = self._open_hold(uow, tenant, actor, hold_id, now)
+            txn = book.new_txn(
+                TxnKind.RELEASE, hold.amount, source_type="hold", source_id=str(hold.id),
+                reverses_id=hold.hold_transaction_id,
+                params={"expired": status == "expired"},
+            )
+            book.restore(txn, hold.amount, book.hold_account.id, hold.hold_transaction_id)
+            uow.ledger.close_hold(tenant.id, hold.id, status, 0, now)
+            view = _hold_view({**hold.__dict__, "status": status, "closed_at": now})
+            return self._finish(uow, book, [txn], hold=view)
+
+        return self._write(actor, f"release:{status}", body, idempotency_key, work)
+
+    def _open_hold(
+        self, uow: UnitOfWork, tenant: Tenant, actor: Actor, hold_id: uuid.UUID, now: datetime
+    ) -> tuple[Any, MemberBook]:
+        hold = uow.ledger.get_hold(tenant.id, hold_id, lock=False)
+        if hold is None:
+            raise NotFound("Hold not found.", code="hold_not_found")
+        book = MemberBook(uow, tenant, hold.member_id, actor, now, currency=hold.currency)
+        # Re-read under the member's lock: a concurrent capture may have closed it.
+        hold = uow.ledger.get_hold(tenant.id, hold_id, lock=True)
+        assert hold is not None
+        if hold.status != "active":
+            raise Conflict(f"The hold is already {hold.status}.", code=f"hold_{hold.status}")
+        return hold, book
+
+    def get_hold(self, actor: Actor, hold_id: uuid.UUID) -> HoldView:
+        with self.uow_factory(write=False) as uow:
+            hold = uow.ledger.get_hold(actor.tenant_id, hold_id, lock=False)
+            if hold is None:
+                raise NotFound("Hold not found.", code="hold_not_found")
+            return _hold_view(hold.__dict__)
+
+    # ---- reversals ---------------------------------------------------------------------
+    def reverse(
+        self,
+        actor: Actor,
+        transaction_id: uuid.UUID,
+        points: int | None = None,
+        *,
+        reason: str | None = None,
+        on_shortfall: ShortfallPolicy = ShortfallPolicy.FAIL,
+        source_type: str = "api",
+        source_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> OperationResult:
+        """Undo a transaction, fully or in part, by a new transaction (entries are never
+        edited). Redemptions and captures give points back to their lots; accruals and
+        adjustments take their points back, from their own lot first."""
+        body = {"transaction_id": transaction_id, "points": points, "reason": reason,
+                "on_shortfall": on_shortfall, "source": [source_type, source_id]}
+
+        def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
+            original = uow.ledger.get_transaction(tenant.id, transaction_id)
+            if original is None or original.member_id is None:
+                raise NotFound("Transaction not found.", code="transaction_not_found")
+            book = MemberBook(uow, tenant, original.member_id, actor, now,
+                              currency=original.currency)
+            book.settle()
+            done = sum(t.amount for t in uow.ledger.reversals_of(tenant.id, original.id)
+                       if t.kind in (TxnKind.REFUND, TxnKind.REVERSAL))
+            kind = TxnKind(original.kind)
+            signed = original.amount
+            if kind is TxnKind.ADJUSTMENT and signed < 0:
+                kind, signed = TxnKind.REDEMPTION, -signed  # a debit adjustment undoes like a spend
+            left = signed - done
+            amount = left if points is None else points
+            if kind not in REVERSIBLE:
+                raise BusinessRuleViolation(
+                    f"A {original.kind} transaction cannot be reversed.", code="not_reversible"
+                )
+            if amount <= 0 or amount > left:
+                raise BusinessRuleViolation(
+                    f"Up to {left} points of this transaction can still be reversed.",
+                    code="reversal_exceeds_original", extra={"reversible": left},
+                )
+            if kind in (TxnKind.REDEMPTION, TxnKind.CAPTURE):
+                return self._refund_spend(uow, book, original, kind, amount, reason,
+                                          source_type, source_id)
+            return self._reverse_credit(uow, book, original, amount, reason, on_shortfall,
+                                        source_type, source_id)
+
+        return self._write(actor, "reverse", body, idempotency_key, work)
+
+    def _refund_spend(
+        self, uow: UnitOfWork, book: MemberBook, original: Any, kind: TxnKind, amount: int,
+        reason: str | None, source_type: str, source_id: str | None,
+    ) -> OperationResult:
+        counter = AccountKind.REDEEMED
+        if original.kind == TxnKind.ADJUSTMENT:
+            counter = AccountKind.ADJUSTMENT
+        origin = original.id
+        if kind is TxnKind.CAPTURE:
+            origin = original.reverses_id  # a capture's lots were taken by its hold
+        txn = book.new_txn(TxnKind.REFUND, amount, source_type=source_type, source_id=source_id,
+                           reason=reason, reverses_id=original.id)
+        book.restore(txn, amount, book.system[counter], origin)
+        return self._finish(uow, book, [txn])
+
+    def _reverse_credit(
+        self, uow: UnitOfWork, book: MemberBook, original: Any, amount: int, reason: str | None,
+        on_shortfall: ShortfallPolicy, source_type: str, source_id: str | None,
+    ) -> OperationResult:
+        counter = CREDIT_SOURCE.get(TxnKind(original.kind), AccountKind.ISSUED)
+        txn = book.new_txn(TxnKind.REVERSAL, amount, source_type=source_type,
+                           source_id=source_id, reason=reason, reverses_id=original.id)
+        from_pending = from_wallet = 0
+        left = amount
+        for lot in uow.ledger.lots_from_transaction(book.tenant.id, original.id):
+            book.ensure_lots([lot.id])
+            current = book.plan.lot(lot.id)
+            taken = book.take_back_lot(txn, lot.id, left)
+            if current.status is LotStatus.PENDING:
+                from_pending += taken
+            else:
+                from_wallet += taken
+            left -= taken
+        shortfall = 0
+        if left:
+            # The points were spent: take them from the member's other points first.
+            more = _take_other_lots(book, txn, left, already=from_wallet)
+            from_wallet += more
+            left -= more
+        if left:
+            if on_shortfall is ShortfallPolicy.FAIL:
+                raise InsufficientPoints(
+                    f"{left} of the points to reverse were already spent.",
+                    code="reversal_shortfall", extra={"shortfall": left},
+                )
+            if on_shortfall is ShortfallPolicy.DEBT:
+                if not book.tenant.allow_debt:
+                    raise BusinessRuleViolation(
+                        "This tenant does not allow negative balances.", code="debt_not_allowed",
+                        extra={"shortfall": left},
+                    )
+                if not book.wallet.allow_debt:
+                    book.uow.ledger.set_allow_debt(book.tenant.id, book.wallet.id, True)
+                    book.wallet.allow_debt = True
+                from_wallet += left
+            else:
+                shortfall = left
+                txn.amount = amount - left
+                txn.params["shortfall"] = left
+        postings = []
+        if from_wallet:
+            postings.append(_posting(book.wallet.id, -from_wallet))
+        if from_pending:
+            postings.append(_posting(book.pending.id, -from_pending))
+        total = from_wallet + from_pending
+        if total == 0:
+            raise InsufficientPoints(
+                "Nothing is left to reverse: the points were already spent.",
+                code="reversal_shortfall", extra={"shortfall": shortfall},
+            )
+        postings.append(_posting(book.system[counter], total))
+        book.plan.add_transaction(txn, postings)
+        return self._finish(uow, book, [txn], shortfall=shortfall)
+
+    # ---- reads -------------------------------------------------------------------------
+    def balance(self, actor: Actor, member_id: uuid.UUID, currency: str | None = None) -> BalanceView:
+        """Balances as of now, counting lots the clock has made due (even before the job)."""
+        with self.uow_factory(write=False) as uow:
+            tenant = load_tenant(uow, actor.tenant_id)
+            if uow.directory.member(tenant.id, member_id) is None:
+                raise NotFound("Member not found.", code="member_not_found")
+            now = self.clock.now()
+            cur = currency or tenant.points_currency
+            accounts = uow.ledger.lock_member_accounts(tenant.id, member_id, cur)
+            lots = uow.ledger.open_lots(tenant.id, member_id, cur)
+            return balance_view(tenant, member_id, cur, accounts, lots, now)
+
+    def transaction(self, actor: Actor, transaction_id: uuid.UUID) -> TransactionView:
+        with self.uow_factory(write=False) as uow:
+            row = uow.ledger.get_transaction(actor.tenant_id, transaction_id)
+            if row is None:
+                raise NotFound("Transaction not found.", code="transaction_not_found")
+            return transaction_views(uow, actor.tenant_id, [row])[0]
+
+    def history(
+        self, actor: Actor, member_id: uuid.UUID, before: uuid.UUID | None, limit: int
+    ) -> list[TransactionView]:
+        with self.uow_factory(write=False) as uow:
+            member = uow.directory.member(actor.tenant_id, member_id)
+            if member is None:
+                raise NotFound("Member not found.", code="member_not_found")
+            ids = [member_id, *uow.directory.merged_into(actor.tenant_id, member_id)]
+            rows = uow.ledger.history(actor.tenant_id, ids, before, limit)
+            return transaction_views(uow, actor.tenant_id, rows)
+
+    # ---- the clock's work --------------------------------------------------------------
+    def settle_member(self, actor: Actor, member_id: uuid.UUID, currency: str) -> int:
+        """Activate and expire what is due for one member; returns transactions made."""
+        with self.uow_factory(write=True) as uow:
+            tenant = load_tenant(uow, actor.tenant_id)
+            now = self.clock.now()
+            book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
+            made = book.settle()
+            if made or book.plan.changed_lots:
+                uow.ledger.apply(tenant.id, book.plan, now)
+                uow.commit()
+            return len(made)
+
+
+REVERSIBLE = frozenset(
+    {TxnKind.ACCRUAL, TxnKind.OPENING_BALANCE, TxnKind.ADJUSTMENT, TxnKind.REDEMPTION,
+     TxnKind.CAPTURE}
+)
+
+
+def _posting(account_id: uuid.UUID, amount: int) -> Posting:
+    return Posting(account_id, amount)
+
+
+def _move(source: uuid.UUID, destination: uuid.UUID, amount: int) -> list[Posting]:
+    return [_posting(source, -amount), _posting(destination, amount)]
+
+
+def _take_other_lots(book: MemberBook, txn: NewTransaction, amount: int, *, already: int) -> int:
+    """Burn other spendable lots for a reversal; returns what was taken."""
+    spendable_points = max(book.wallet.balance - already, 0)
+    wanted = min(amount, spendable_points)
+    if wanted == 0:
+        return 0
+    takes, shortfall = allocate(book.plan.spendable_lots(book.now), wanted, book.now)
+    for take in takes:
+        book.plan.change_lot(take.lot_id, -take.amount, txn_id=txn.id, origin_id=txn.id)
+    return wanted - shortfall
+
+
+def _check_dates(now: datetime, available_at: datetime | None, expires_at: datetime | None) -> None:
+    if available_at is not None and expires_at is not None and expires_at <= available_at:
+        raise BusinessRuleViolation(
+            "expires_at must be after available_at.", code="invalid_lot_dates"
+        )
+    if expires_at is not None and expires_at <= now:
+        raise BusinessRuleViolation("expires_at must be in the future.", code="invalid_lot_dates")
+
+
+def _hold_view(row: dict[str, Any]) -> HoldView:
+    return HoldView(
+        id=row["id"], member_id=row["member_id"], currency=row["currency"],
+        amount=row["amount"], captured=row["captured"], status=row["status"],
+        reference=row["reference"], expires_at=row["expires_at"], created_at=row["created_at"],
+        closed_at=row["closed_at"],
+    )
+
+
+def balance_view(
+    tenant: Tenant, member_id: uuid.UUID, currency: str, accounts: dict[AccountKind, Any],
+    lots: list[Any], now: datetime,
+) -> BalanceView:
+    """Project balances from lots as of ``now``; equal to the cached balances once the
+    clock's work has run."""
+    tz = ZoneInfo(tenant.timezone)
+    wallet = accounts.get(AccountKind.WALLET)
+    hold = accounts.get(AccountKind.HOLD)
+    available = pending = 0
+    expiring: dict[Any, int] = defaultdict(int)
+    upcoming: dict[Any, int] = defaultdict(int)
+    soon = now + timedelta(days=EXPIRING_SOON_DAYS)
+    for lot in lots:
+        if lot.expires_at is not None and lot.expires_at <= now:
+            continue
+        if lot.status is LotStatus.PENDING and lot.available_at > now:
+            pending += lot.remaining
+            upcoming[lot.available_at.astimezone(tz).date()] += lot.remaining
+            continue
+        available += lot.remaining
+        if lot.expires_at is not None and lot.expires_at <= soon and lot.remaining:
+            # The last day the points can be used, in the tenant's calendar.
+            last_day = (lot.expires_at - timedelta(microseconds=1)).astimezone(tz).date()
+            expiring[last_day] += lot.remaining
+    debt = max(0, -(wallet.balance if wallet else 0))
+    return BalanceView(
+        member_id=member_id, currency=currency, available=available, pending=pending,
+        held=hold.balance if hold else 0, debt=debt,
+        expiring_soon=[ExpiringAmount(on=d, amount=a) for d, a in sorted(expiring.items())],
+        next_pending=[ExpiringAmount(on=d, amount=a) for d, a in sorted(upcoming.items())],
+        as_of=now,
+    )
+
+
+def _balance_from_plan(book: MemberBook) -> BalanceView:
+    lots = [lot for lot in book.plan.lots.values()
+            if lot.status is LotStatus.PENDING or (lot.status is LotStatus.ACTIVE and lot.remaining)]
+    return balance_view(book.tenant, book.member_id, book.currency, book.accounts, lots, book.now)
+
+
+def _views_of_planned(book: MemberBook, txns: list[NewTransaction]) -> list[TransactionView]:
+    kinds = {a.id: (a.kind.value, book.member_id) for a in book.accounts.values()}
+    kinds.update({acc_id: (kind.value, None) for kind, acc_id in book.system.items()})
+    views = []
+    for txn in txns:
+        postings = [
+            PostingView(account_kind=kinds.get(p.account_id, ("unknown", None))[0],
+                        member_id=kinds.get(p.account_id, ("", None))[1],
+                        amount=p.amount, balance_after=p.balance_after)
+            for p in book.plan.postings if p.transaction_id == txn.id
+        ]
+        views.append(TransactionView(
+            id=txn.id, kind=txn.kind, member_id=txn.member_id,
+            counterparty_member_id=txn.counterparty_member_id, currency=txn.currency,
+            amount=txn.amount, reason=txn.reason, actor=txn.actor, source_type=txn.source_type,
+            source_id=txn.source_id, reverses_id=txn.reverses_id, occurred_at=txn.occurred_at,
+            recorded_at=book.now, description=describe(txn.kind, txn.amount, txn.params),
+            postings=postings, shortfall=int(txn.params.get("shortfall", 0)),
+        ))
+    return views
+
+
+def transaction_views(uow: UnitOfWork, tenant_id: uuid.UUID, rows: list[Any]) -> list[TransactionView]:
+    by_txn: dict[uuid.UUID, list[PostingView]] = defaultdict(list)
+    for p in uow.ledger.postings_of(tenant_id, [r.id for r in rows]):
+        by_txn[p.transaction_id].append(PostingView(
+            account_kind=p.kind, member_id=p.member_id, amount=p.amount,
+            balance_after=p.balance_after,
+        ))
+    return [
+        TransactionView(
+            id=r.id, kind=r.kind, member_id=r.member_id,
+            counterparty_member_id=r.counterparty_member_id, currency=r.currency,
+            amount=r.amount, reason=r.reason, actor=r.actor, source_type=r.source_type,
+            source_id=r.source_id, reverses_id=r.reverses_id, occurred_at=r.occurred_at,
+            recorded_at=r.recorded_at, description=describe(r.kind, r.amount, r.params),
+            postings=by_txn[r.id], shortfall=int(r.params.get("shortfall", 0)),
+        )
+        for r in rows
+    ]

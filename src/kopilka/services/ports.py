@@ -1,0 +1,39 @@
+"""What services need from the outside world, as Protocols; adapters implement them."""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    # The stores' method sets are wide; services are typed against the SQL adapters' shapes.
+    from kopilka.adapters.db.directory_store import SqlDirectoryStore as DirectoryStore
+    from kopilka.adapters.db.ledger_store import SqlLedgerStore as LedgerStore
+
+
+class UnitOfWork(Protocol):
+    directory: DirectoryStore
+    ledger: LedgerStore
+
+    @property
+    def dialect(self) -> str: ...
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def claim_key(self, tenant_id: uuid.UUID, key: str) -> bool: ...
+
+    def execute(self, statement: Any, params: Any = None) -> Any: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, write: bool = True) -> UnitOfWork: ...
