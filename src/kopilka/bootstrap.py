@@ -10,9 +10,12 @@ from sqlalchemy.engine import Engine
 from kopilka.adapters.db.engine import create_db_engine
 from kopilka.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from kopilka.clock import Clock, SystemClock
+from kopilka.services.catalog import CatalogService
 from kopilka.services.jobs import JobService
 from kopilka.services.ledger import LedgerService
 from kopilka.services.members import MemberService
+from kopilka.services.programs import ProgramService
+from kopilka.services.purchases import PurchaseService
 from kopilka.services.tenants import TenantService
 from kopilka.settings import Settings
 
@@ -27,6 +30,9 @@ class Container:
     members: MemberService
     ledger: LedgerService
     jobs: JobService
+    catalog: CatalogService
+    programs: ProgramService
+    purchases: PurchaseService
 
     def close(self) -> None:
         self.engine.dispose()
@@ -41,6 +47,7 @@ def bootstrap(
         settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
     )
     uow_factory = SqlUnitOfWorkFactory(engine)
+    programs = ProgramService(uow_factory, clock, uow_factory.program_cache)
     return Container(
         settings=settings,
         engine=engine,
@@ -50,4 +57,7 @@ def bootstrap(
         members=MemberService(uow_factory, clock),
         ledger=LedgerService(uow_factory, clock),
         jobs=JobService(uow_factory, clock),
+        catalog=CatalogService(uow_factory, clock),
+        programs=programs,
+        purchases=PurchaseService(uow_factory, clock, programs),
     )

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 
 from kopilka import __version__
 from kopilka.api.problems import install_problem_handlers
-from kopilka.api.routers import admin, cards, ledger, members
+from kopilka.api.routers import admin, cards, ledger, members, programs, purchases
 from kopilka.bootstrap import Container
 
 log = structlog.get_logger("kopilka.http")
@@ -54,6 +54,7 @@ def create_app(container: Container) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    for router in (members.router, cards.router, ledger.router, admin.router):
+    for router in (members.router, cards.router, ledger.router, admin.router, programs.router,
+                   purchases.router):
         app.include_router(router)
     return app

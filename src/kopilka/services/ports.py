@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     # The stores' method sets are wide; services are typed against the SQL adapters' shapes.
+    from kopilka.adapters.db.commerce_store import SqlCommerceStore as CommerceStore
     from kopilka.adapters.db.directory_store import SqlDirectoryStore as DirectoryStore
     from kopilka.adapters.db.ledger_store import SqlLedgerStore as LedgerStore
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 class UnitOfWork(Protocol):
     directory: DirectoryStore
     ledger: LedgerStore
+    commerce: CommerceStore
 
     @property
     def dialect(self) -> str: ...

@@ -271,3 +271,126 @@ audit_log = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Index(None, "tenant_id", "subject_type", "subject_id"),
 )
+
+# ---- programs, catalogue and receipts (issue 3) ----------------------------------------------
+
+products = sa.Table(
+    "products",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    _tenant_fk(),
+    sa.Column("sku", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(300)),
+    sa.Column("category", sa.String(300)),  # a path: "drinks/coffee"
+    sa.Column("brand", sa.String(200)),
+    sa.Column("tags", Json, nullable=False),
+    sa.Column("attributes", Json, nullable=False),
+    sa.Column("price", sa.BigInteger),
+    sa.Column("min_price", sa.BigInteger),
+    sa.Column("no_discount", sa.Boolean, nullable=False),
+    sa.Column("no_points", sa.Boolean, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "sku"),
+)
+
+programs = sa.Table(
+    "programs",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    _tenant_fk(),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("document", Json, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("starts_at", UtcDateTime, nullable=False),
+    sa.Column("ends_at", UtcDateTime),
+    sa.Column("published_at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.UniqueConstraint("tenant_id", "code", "version"),
+)
+
+receipts = sa.Table(
+    "receipts",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    _tenant_fk(),
+    sa.Column("outlet_id", sa.Uuid, sa.ForeignKey("outlets.id"), nullable=False),
+    sa.Column("receipt_number", sa.String(64), nullable=False),
+    sa.Column("member_id", sa.Uuid),
+    # held (points reserved, waiting for confirm/void), confirmed, voided, cancelled
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("payment_method", sa.String(32)),
+    sa.Column("occurred_at", UtcDateTime, nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("programs", Json, nullable=False),  # {code: version} the receipt was evaluated with
+    sa.Column("total_amount", sa.BigInteger, nullable=False),
+    sa.Column("total_discount", sa.BigInteger, nullable=False),
+    sa.Column("points_redeemed", sa.BigInteger, nullable=False),
+    sa.Column("points_money", sa.BigInteger, nullable=False),
+    sa.Column("total_pay", sa.BigInteger, nullable=False),
+    sa.Column("points_earned", sa.BigInteger, nullable=False),
+    sa.Column("result", Json, nullable=False),
+    sa.Column("hold_id", sa.Uuid),
+    sa.Column("hold_expires_at", UtcDateTime),
+    sa.Column("ledger", Json, nullable=False),  # transaction ids by role, for refunds
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("closed_at", UtcDateTime),
+    sa.UniqueConstraint("tenant_id", "outlet_id", "receipt_number"),
+    sa.Index(None, "tenant_id", "member_id", "id"),
+    sa.Index(None, "status", "hold_expires_at"),
+)
+
+receipt_lines = sa.Table(
+    "receipt_lines",
+    metadata,
+    sa.Column("id", BigIntPk, primary_key=True, autoincrement=True),
+    _tenant_fk(),
+    sa.Column("receipt_id", sa.Uuid, nullable=False),
+    sa.Column("line_no", sa.Integer, nullable=False),
+    sa.Column("sku", sa.String(64), nullable=False),
+    sa.Column("category", sa.String(300)),
+    sa.Column("qty", sa.Numeric(14, 3), nullable=False),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("discount", sa.BigInteger, nullable=False),
+    sa.Column("points_spent", sa.BigInteger, nullable=False),
+    sa.Column("points_money", sa.BigInteger, nullable=False),
+    sa.Column("points_earned", Json, nullable=False),  # {program code: points}
+    sa.Column("refunded_qty", sa.Numeric(14, 3), nullable=False),
+    sa.UniqueConstraint("tenant_id", "receipt_id", "line_no"),
+)
+
+refunds = sa.Table(
+    "refunds",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    _tenant_fk(),
+    sa.Column("receipt_id", sa.Uuid, nullable=False),
+    sa.Column("refund_key", sa.String(255), nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # refund or cancel
+    sa.Column("result", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "receipt_id", "refund_key"),
+)
+
+coupons = sa.Table(
+    "coupons",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    _tenant_fk(),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("member_id", sa.Uuid),
+    sa.Column("benefit", Json, nullable=False),
+    sa.Column("min_basket", sa.BigInteger, nullable=False),
+    sa.Column("valid_from", UtcDateTime, nullable=False),
+    sa.Column("valid_until", UtcDateTime),
+    sa.Column("uses_left", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("source_type", sa.String(24), nullable=False),
+    sa.Column("source_id", sa.String(128)),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "code"),
+    sa.Index(None, "tenant_id", "member_id"),
+)

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from kopilka.adapters.db.commerce_store import SqlCommerceStore
 from kopilka.adapters.db.directory_store import SqlDirectoryStore
 from kopilka.adapters.db.engine import WRITE_OPTION
 from kopilka.adapters.db.inflight import LocalInflight, try_pg_lock
@@ -34,6 +35,7 @@ class SqlUnitOfWork:
         self._conn = conn
         self.directory = SqlDirectoryStore(conn)
         self.ledger = SqlLedgerStore(conn, self._factory.account_cache)
+        self.commerce = SqlCommerceStore(conn)
         return self
 
     def __exit__(
@@ -83,6 +85,8 @@ class SqlUnitOfWorkFactory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.account_cache: dict[Any, uuid.UUID] = {}
+        # Compiled program versions are immutable: cache them for the process's life.
+        self.program_cache: dict[Any, Any] = {}
         self.local_inflight = LocalInflight()
 
     def __call__(self, *, write: bool = True) -> SqlUnitOfWork:

@@ -1,0 +1,1 @@
+"""Programs as data: conditions, effects, the compiler and the evaluator."""

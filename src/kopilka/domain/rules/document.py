@@ -1,0 +1,302 @@
+"""The program document: what a merchant publishes, validated with every error's path,
+and compiled once per version into rules ready for evaluation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kopilka.domain.errors import ErrorCollector, ValidationFailed
+from kopilka.domain.ledger.expiry import CalendarExpiry, NeverExpires, RollingExpiry
+from kopilka.domain.rules.conditions import (
+    ALWAYS,
+    ConditionCompiler,
+    LinePredicate,
+    Path,
+    ReceiptCondition,
+    _int,
+    _number,
+)
+from kopilka.domain.rules.money import RoundingMode
+
+RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+DISCOUNT_EFFECTS = frozenset(
+    {"discount_percent", "discount_amount", "fixed_price", "cheapest_free", "buy_n_get_free"}
+)
+POINTS_EFFECTS = frozenset(
+    {"points_percent", "points_per_unit", "points_fixed", "points_multiplier"}
+)
+ACTION_EFFECTS = frozenset({"gift", "issue_coupon"})
+ALL_EFFECTS = DISCOUNT_EFFECTS | POINTS_EFFECTS | ACTION_EFFECTS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Rounding(_Strict):
+    scope: Literal["receipt", "line"] = "receipt"
+    mode: RoundingMode = RoundingMode.DOWN
+
+
+class Redemption(_Strict):
+    enabled: bool = True
+    point_value: int = Field(default=100, ge=1, le=1_000_000, description="minor units per point")
+    max_percent: int = Field(default=100, ge=0, le=100)
+    max_percent_by_tier: dict[str, int] = Field(default_factory=dict)
+    min_balance: int = Field(default=0, ge=0)
+
+
+class Limits(_Strict):
+    max_discount_percent_line: int | None = Field(default=None, ge=0, le=100)
+    max_discount_percent_receipt: int | None = Field(default=None, ge=0, le=100)
+
+
+class ProgramSettings(_Strict):
+    """Everything but the rules, validated by pydantic."""
+
+    type: Literal["discount", "bonus", "cashback", "combined"]
+    name: str | dict[str, str] = ""
+    currency: str = Field(default="points", min_length=1, max_length=16)
+    redemption: Redemption = Field(default_factory=Redemption)
+    pending_days: int = Field(default=0, ge=0, le=365)
+    expiry: NeverExpires | RollingExpiry | CalendarExpiry = Field(default_factory=NeverExpires)
+    rounding: Rounding = Field(default_factory=Rounding)
+    limits: Limits = Field(default_factory=Limits)
+    refund_shortfall: Literal["debt", "cash"] = "cash"
+    events: list[dict[str, Any]] = Field(default_factory=list)
+    rules: list[Any] = Field(default_factory=list, max_length=2000)
+
+
+@dataclass(frozen=True)
+class Effect:
+    kind: str
+    value: Decimal = Decimal(0)
+    per: str = "line"  # discount_amount: line, unit or receipt
+    n: int = 0
+    free: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: str
+    name: dict[str, str]
+    priority: int
+    exclusive: bool
+    stop: bool
+    when: ReceiptCondition
+    lines: LinePredicate
+    line_keys: frozenset[str] | None
+    effects: tuple[Effect, ...]
+
+    @property
+    def keys(self) -> frozenset[str] | None:
+        """Index keys: the rule can only apply to receipts with one of these."""
+        if self.when.keys is not None:
+            return self.when.keys
+        return self.line_keys
+
+
+@dataclass(frozen=True)
+class CompiledProgram:
+    code: str
+    version: int
+    settings: ProgramSettings
+    rules: tuple[CompiledRule, ...]
+    name: dict[str, str]
+
+    @property
+    def currency(self) -> str:
+        return self.settings.currency
+
+
+def _names(value: Any, fallback: str) -> dict[str, str]:
+    if isinstance(value, dict) and value:
+        ru = str(value.get("ru") or value.get("en") or fallback)
+        en = str(value.get("en") or value.get("ru") or fallback)
+        return {"ru": ru, "en": en}
+    if isinstance(value, str) and value:
+        return {"ru": value, "en": value}
+    return {"ru": fallback, "en": fallback}
+
+
+class _EffectParser:
+    def __init__(self, errors: ErrorCollector) -> None:
+        self.errors = errors
+
+    def parse(self, obj: Any, path: Path) -> Effect | None:
+        if not isinstance(obj, dict) or len(obj) != 1:
+            self.errors.add(path, "An effect is an object with exactly one key.", "invalid_effect")
+            return None
+        kind, value = next(iter(obj.items()))
+        here = (*path, kind)
+        if kind not in ALL_EFFECTS:
+            self.errors.add(here, f"Unknown effect '{kind}'.", "unknown_effect")
+            return None
+        if kind in ("discount_percent", "points_percent"):
+            number = _number(value)
+            if number is None or number > 100 or number == 0:
+                self.errors.add(here, "A percent above 0 and at most 100.", "invalid_effect_value")
+                return None
+            return Effect(kind, number)
+        if kind == "points_multiplier":
+            number = _number(value)
+            if number is None or not 1 <= number <= 100:
+                self.errors.add(here, "A multiplier from 1 to 100.", "invalid_effect_value")
+                return None
+            return Effect(kind, number)
+        if kind in ("points_per_unit", "points_fixed", "fixed_price", "cheapest_free"):
+            number = _int(value, 0 if kind == "fixed_price" else 1)
+            if number is None:
+                self.errors.add(here, "A whole number (minor units or points).",
+                                "invalid_effect_value")
+                return None
+            return Effect(kind, Decimal(number))
+        if kind == "discount_amount":
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = {"value": value}
+            if not isinstance(value, dict) or set(value) - {"value", "per"}:
+                self.errors.add(here, "Use {'value': minor units, 'per': line|unit|receipt}.",
+                                "invalid_effect_value")
+                return None
+            amount = _int(value.get("value"), 1)
+            per = value.get("per", "line")
+            if amount is None or per not in ("line", "unit", "receipt"):
+                self.errors.add(here, "Use {'value': minor units, 'per': line|unit|receipt}.",
+                                "invalid_effect_value")
+                return None
+            return Effect(kind, Decimal(amount), per=per)
+        if kind == "buy_n_get_free":
+            if not isinstance(value, dict) or set(value) != {"n", "free"}:
+                self.errors.add(here, "Use {'n': 2, 'free': 1}.", "invalid_effect_value")
+                return None
+            n, free = _int(value["n"], 1, 1000), _int(value["free"], 1, 1000)
+            if n is None or free is None:
+                self.errors.add(here, "Use {'n': 2, 'free': 1}.", "invalid_effect_value")
+                return None
+            return Effect(kind, n=n, free=free)
+        if kind == "gift":
+            if not isinstance(value, dict) or not isinstance(value.get("sku"), str):
+                self.errors.add(here, "Use {'sku': ..., 'qty': 1}.", "invalid_effect_value")
+                return None
+            qty = _int(value.get("qty", 1), 1, 1000)
+            if qty is None:
+                self.errors.add((*here, "qty"), "A whole quantity.", "invalid_effect_value")
+                return None
+            return Effect(kind, Decimal(qty), params={"sku": value["sku"],
+                                                      "name": value.get("name")})
+        # issue_coupon: a benefit for the next purchase, itself an effect
+        if not isinstance(value, dict) or "benefit" not in value:
+            self.errors.add(here, "Use {'benefit': <effect>, 'valid_days': 30}.",
+                            "invalid_effect_value")
+            return None
+        benefit = self.parse(value["benefit"], (*here, "benefit"))
+        days = _int(value.get("valid_days", 30), 1, 3650)
+        if days is None:
+            self.errors.add((*here, "valid_days"), "Days from 1 to 3650.", "invalid_effect_value")
+        if benefit is None or days is None:
+            return None
+        min_basket = _int(value.get("min_basket", 0), 0)
+        return Effect(kind, params={"benefit": value["benefit"], "valid_days": days,
+                                    "min_basket": min_basket or 0})
+
+
+def compile_rules(raw_rules: Sequence[Any], errors: ErrorCollector) -> list[CompiledRule]:
+    conditions = ConditionCompiler(errors)
+    effects = _EffectParser(errors)
+    compiled: list[CompiledRule] = []
+    seen: set[str] = set()
+    allowed = {"id", "name", "priority", "exclusive", "stop", "when", "lines", "effects"}
+    for i, raw in enumerate(raw_rules):
+        path: Path = ("rules", i)
+        if not isinstance(raw, dict):
+            errors.add(path, "A rule is an object.", "invalid_rule")
+            continue
+        for key in sorted(set(raw) - allowed):
+            errors.add((*path, key), "Unknown field.", "unknown_field")
+        rule_id = raw.get("id")
+        if not isinstance(rule_id, str) or not RULE_ID.match(rule_id):
+            errors.add((*path, "id"), "A rule id: lower-case letters, digits, '-' or '_'.",
+                       "invalid_rule_id")
+            rule_id = f"rule-{i}"
+        elif rule_id in seen:
+            errors.add((*path, "id"), f"Rule id '{rule_id}' is used twice.", "duplicate_rule_id")
+        seen.add(rule_id)
+        priority = raw.get("priority", 100)
+        if _int(priority, 0, 1_000_000) is None:
+            errors.add((*path, "priority"), "A whole number from 0 (first) up.", "invalid_priority")
+            priority = 100
+        for flag in ("exclusive", "stop"):
+            if flag in raw and not isinstance(raw[flag], bool):
+                errors.add((*path, flag), "true or false.", "invalid_flag")
+        when = conditions.receipt(raw["when"], (*path, "when")) if "when" in raw else ALWAYS
+        line_keys: frozenset[str] | None = None
+        lines: LinePredicate = lambda _line: True  # noqa: E731 - default: every line
+        if "lines" in raw:
+            lines, line_keys = conditions.line(raw["lines"], (*path, "lines"))
+        raw_effects = raw.get("effects")
+        parsed: list[Effect] = []
+        if not isinstance(raw_effects, list) or not raw_effects:
+            errors.add((*path, "effects"), "A rule needs a non-empty list of effects.",
+                       "effects_required")
+        else:
+            for j, item in enumerate(raw_effects):
+                effect = effects.parse(item, (*path, "effects", j))
+                if effect is not None:
+                    parsed.append(effect)
+        compiled.append(CompiledRule(
+            id=rule_id, name=_names(raw.get("name"), rule_id), priority=int(priority),
+            exclusive=bool(raw.get("exclusive", False)), stop=bool(raw.get("stop", False)),
+            when=when, lines=lines, line_keys=line_keys, effects=tuple(parsed),
+        ))
+    compiled.sort(key=lambda r: (r.priority, r.id))
+    return compiled
+
+
+def validate_document(document: Any) -> list[dict[str, Any]]:
+    """Every problem in ``document``, each ``{"path": [...], "message", "code"}``."""
+    errors = ErrorCollector()
+    _compile(document, "check", 0, errors)
+    return [{"path": list(e.path), "message": e.message, "code": e.code} for e in errors.errors]
+
+
+def compile_program(document: Any, code: str, version: int) -> CompiledProgram:
+    """Compile a document; raises ValidationFailed listing every error."""
+    errors = ErrorCollector()
+    program = _compile(document, code, version, errors)
+    errors.raise_if_any("The program document has errors.")
+    assert program is not None
+    return program
+
+
+def _compile(
+    document: Any, code: str, version: int, errors: ErrorCollector
+) -> CompiledProgram | None:
+    if not isinstance(document, dict):
+        errors.add((), "A program document is a JSON object.", "invalid_document")
+        return None
+    try:
+        settings = ProgramSettings.model_validate(document)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in (
+                "NeverExpires", "RollingExpiry", "CalendarExpiry")))
+            errors.add(loc, err["msg"], "unknown_field" if err["type"] == "extra_forbidden"
+                       else "invalid")
+        settings = None
+    raw_rules = document.get("rules", [])
+    rules = compile_rules(raw_rules if isinstance(raw_rules, list) else [], errors)
+    for tier, pct in (settings.redemption.max_percent_by_tier.items() if settings else []):
+        if not isinstance(pct, int) or not 0 <= pct <= 100:
+            errors.add(("redemption", "max_percent_by_tier", tier), "0 to 100.", "invalid")
+    if settings is None:
+        return None
+    return CompiledProgram(code=code, version=version, settings=settings, rules=tuple(rules),
+                           name=_names(settings.name, code))
+
