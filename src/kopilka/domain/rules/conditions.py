@@ -128,8 +128,8 @@ class ConditionCompiler:
                 known = [k for k in keys_list if k is not None]
                 keys = min(known, key=len) if known else None
                 return (lambda line: all(p(line) for p in preds)), keys
-            keys = (frozenset().union(*keys_list)
-                    if all(k is not None for k in keys_list) else None)
+            every = [k for k in keys_list if k is not None]
+            keys = frozenset().union(*every) if len(every) == len(keys_list) else None
             return (lambda line: any(p(line) for p in preds)), keys
         if key == "not":
             pred, _ = self.line(value, here)
@@ -183,7 +183,7 @@ class ConditionCompiler:
         return (lambda _line: False), None
 
     def _attribute(self, value: Any, path: Path) -> Callable[[dict[str, Any]], bool]:
-        if not isinstance(value, dict) or "name" not in value or not (
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not (
             ("equals" in value) ^ ("in" in value)
         ) or set(value) - {"name", "equals", "in"}:
             self._err(path, "Use {'name': ..., 'equals': value} or {'name': ..., 'in': [...]}.")
@@ -270,7 +270,7 @@ class ConditionCompiler:
 
         return ReceiptCondition(lambda _c, ls: measure(ls) >= threshold, keys, gap)
 
-    def _context(self, key: str, value: Any, path: Path) -> ReceiptTest:  # noqa: C901
+    def _context(self, key: str, value: Any, path: Path) -> ReceiptTest:
         """Conditions on where, when, who and how the purchase happens."""
         listed = _str_list(value)
         if key == "outlet_in" and listed:
@@ -289,7 +289,7 @@ class ConditionCompiler:
             return lambda ctx, _l: ctx.payment_method in methods
         if key == "coupon" and isinstance(value, str) and value:
             code = value.upper()
-            return lambda ctx, _l: code in ctx.coupons
+            return lambda ctx, _l: any(c.upper() == code for c in ctx.coupons)
         if key == "tier_in" and listed:
             tiers = frozenset(listed)
             return lambda ctx, _l: ctx.member is not None and ctx.member.tier in tiers
@@ -338,9 +338,9 @@ class ConditionCompiler:
             else:
                 return lambda ctx, _l: first <= ctx.local_time.date() <= last
         if key == "birthday_window" and isinstance(value, dict) and set(value) == {"days"}:
-            days = _int(value["days"], 0, 31)
-            if days is not None:
-                return lambda ctx, _l: _near_birthday(ctx, days)
+            window = _int(value["days"], 0, 31)
+            if window is not None:
+                return lambda ctx, _l: _near_birthday(ctx, window)
         known = {"outlet_in", "outlet_tag", "region_in", "channel_in", "payment_method_in",
                  "coupon", "tier_in", "segment_in", "club_in", "member_tag", "member_attribute",
                  "member", "first_purchase", "nth_purchase", "weekdays", "hours", "date_between",

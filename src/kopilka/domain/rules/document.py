@@ -7,11 +7,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
-from kopilka.domain.errors import ErrorCollector, ValidationFailed
+from kopilka.domain.errors import ErrorCollector
 from kopilka.domain.ledger.expiry import CalendarExpiry, NeverExpires, RollingExpiry
 from kopilka.domain.rules.conditions import (
     ALWAYS,
@@ -57,6 +57,38 @@ class Limits(_Strict):
     max_discount_percent_receipt: int | None = Field(default=None, ge=0, le=100)
 
 
+def _expiry_kind(value: Any) -> str | None:
+    """The tag that picks the expiry policy: its ``kind``, "never" when absent."""
+    if isinstance(value, dict):
+        kind = value.get("kind", "never")
+        return kind if isinstance(kind, str) else None
+    return getattr(value, "kind", None)
+
+
+# Tagged by ``kind``, so a bad policy reports only its own problems (not one list per member
+# of the union, "days: extra inputs are not permitted" among them).
+ExpirySetting = Annotated[
+    Annotated[NeverExpires, Tag("never")]
+    | Annotated[RollingExpiry, Tag("rolling")]
+    | Annotated[CalendarExpiry, Tag("calendar")],
+    Discriminator(_expiry_kind, custom_error_type="invalid_expiry_kind",
+                  custom_error_message="kind: never, rolling or calendar."),
+]
+# Labels pydantic puts into an error's location for the members of a union: not document keys.
+_UNION_LABELS = {"expiry": frozenset({"never", "rolling", "calendar"}),
+                 "name": frozenset({"str", "dict[str,str]"})}
+
+
+def _error_path(err: Any) -> Path:
+    """A pydantic error's location as a path into the document."""
+    loc = tuple(err["loc"])
+    if len(loc) > 1 and loc[1] in _UNION_LABELS.get(str(loc[0]), ()):
+        loc = (loc[0], *loc[2:])
+    if err["type"] == "invalid_expiry_kind" and isinstance(err.get("input"), dict):
+        loc = (*loc, "kind")
+    return loc
+
+
 class ProgramSettings(_Strict):
     """Everything but the rules, validated by pydantic."""
 
@@ -65,7 +97,7 @@ class ProgramSettings(_Strict):
     currency: str = Field(default="points", min_length=1, max_length=16)
     redemption: Redemption = Field(default_factory=Redemption)
     pending_days: int = Field(default=0, ge=0, le=365)
-    expiry: NeverExpires | RollingExpiry | CalendarExpiry = Field(default_factory=NeverExpires)
+    expiry: ExpirySetting = Field(default_factory=NeverExpires)
     rounding: Rounding = Field(default_factory=Rounding)
     limits: Limits = Field(default_factory=Limits)
     refund_shortfall: Literal["debt", "cash"] = "cash"
@@ -152,12 +184,12 @@ class _EffectParser:
                 return None
             return Effect(kind, number)
         if kind in ("points_per_unit", "points_fixed", "fixed_price", "cheapest_free"):
-            number = _int(value, 0 if kind == "fixed_price" else 1)
-            if number is None:
+            whole = _int(value, 0 if kind == "fixed_price" else 1)
+            if whole is None:
                 self.errors.add(here, "A whole number (minor units or points).",
                                 "invalid_effect_value")
                 return None
-            return Effect(kind, Decimal(number))
+            return Effect(kind, Decimal(whole))
         if kind == "discount_amount":
             if isinstance(value, int) and not isinstance(value, bool):
                 value = {"value": value}
@@ -182,8 +214,10 @@ class _EffectParser:
                 return None
             return Effect(kind, n=n, free=free)
         if kind == "gift":
-            if not isinstance(value, dict) or not isinstance(value.get("sku"), str):
-                self.errors.add(here, "Use {'sku': ..., 'qty': 1}.", "invalid_effect_value")
+            if (not isinstance(value, dict) or not isinstance(value.get("sku"), str)
+                    or not value["sku"] or set(value) - {"sku", "qty", "name"}):
+                self.errors.add(here, "Use {'sku': ..., 'qty': 1, 'name': ...}.",
+                                "invalid_effect_value")
                 return None
             qty = _int(value.get("qty", 1), 1, 1000)
             if qty is None:
@@ -192,19 +226,23 @@ class _EffectParser:
             return Effect(kind, Decimal(qty), params={"sku": value["sku"],
                                                       "name": value.get("name")})
         # issue_coupon: a benefit for the next purchase, itself an effect
-        if not isinstance(value, dict) or "benefit" not in value:
-            self.errors.add(here, "Use {'benefit': <effect>, 'valid_days': 30}.",
+        if (not isinstance(value, dict) or "benefit" not in value
+                or set(value) - {"benefit", "valid_days", "min_basket"}):
+            self.errors.add(here, "Use {'benefit': <effect>, 'valid_days': 30, 'min_basket': 0}.",
                             "invalid_effect_value")
             return None
         benefit = self.parse(value["benefit"], (*here, "benefit"))
         days = _int(value.get("valid_days", 30), 1, 3650)
         if days is None:
             self.errors.add((*here, "valid_days"), "Days from 1 to 3650.", "invalid_effect_value")
-        if benefit is None or days is None:
-            return None
         min_basket = _int(value.get("min_basket", 0), 0)
+        if min_basket is None:
+            self.errors.add((*here, "min_basket"), "Minor units, 0 or more.",
+                            "invalid_effect_value")
+        if benefit is None or days is None or min_basket is None:
+            return None
         return Effect(kind, params={"benefit": value["benefit"], "valid_days": days,
-                                    "min_basket": min_basket or 0})
+                                    "min_basket": min_basket})
 
 
 def compile_rules(raw_rules: Sequence[Any], errors: ErrorCollector) -> list[CompiledRule]:
@@ -285,10 +323,8 @@ def _compile(
         settings = ProgramSettings.model_validate(document)
     except ValidationError as exc:
         for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in (
-                "NeverExpires", "RollingExpiry", "CalendarExpiry")))
-            errors.add(loc, err["msg"], "unknown_field" if err["type"] == "extra_forbidden"
-                       else "invalid")
+            errors.add(_error_path(err), err["msg"],
+                       "unknown_field" if err["type"] == "extra_forbidden" else "invalid")
         settings = None
     raw_rules = document.get("rules", [])
     rules = compile_rules(raw_rules if isinstance(raw_rules, list) else [], errors)

@@ -27,7 +27,7 @@ from kopilka.domain.rules.document import (
 )
 from kopilka.domain.rules.explain import describe_effect, describe_near_miss
 from kopilka.domain.rules.facts import Context, Line
-from kopilka.domain.rules.money import RoundingMode, round_to_int, spread
+from kopilka.domain.rules.money import RoundingMode, line_amount, round_to_int, spread
 
 Redeem = int | Literal["max"] | None
 
@@ -220,7 +220,9 @@ def _choose(
         targets = [i for i, line in enumerate(lines) if rule.lines(line)]
         needs_lines = any(e.kind in DISCOUNT_EFFECTS or e.kind in POINTS_EFFECTS
                           for e in rule.effects)
-        if needs_lines and not targets:
+        # A rule whose ``lines`` select none of the receipt's lines does not apply, whatever
+        # its effects: the same answer the index gives when the selector has keys.
+        if not targets and (needs_lines or lines):
             continue
         if rule.exclusive and chosen:
             continue  # an exclusive rule applies alone
@@ -234,7 +236,8 @@ def _choose(
 def _state(line: Line, programs: Sequence[CompiledProgram]) -> _LineState:
     floor = 0
     if line.min_price is not None:
-        floor = min(line.amount, int((Decimal(line.min_price) * line.qty).to_integral_value()))
+        # What the line costs at min_price, rounded as the till rounds every line amount.
+        floor = min(line.amount, line_amount(line.min_price, line.qty))
     caps = [p.settings.limits.max_discount_percent_line for p in programs
             if p.settings.limits.max_discount_percent_line is not None]
     cap = line.amount if not caps else line.amount * min(caps) // 100
@@ -276,9 +279,15 @@ def _discount(
     eligible = [i for i in targets if not states[i].line.no_discount]
     given: dict[int, int] = defaultdict(int)
     if effect.kind == "discount_percent":
+        whole = effect.value == effect.value.to_integral_value()
+        percent = int(effect.value)
         for i in eligible:
             remaining = states[i].line.amount - states[i].result.discount
-            wanted = int((Decimal(remaining) * effect.value / 100).to_integral_value(ROUND_FLOOR))
+            if whole:  # integer arithmetic for the common case: same result, much faster
+                wanted = remaining * percent // 100
+            else:
+                wanted = int((Decimal(remaining) * effect.value / 100).to_integral_value(
+                    ROUND_FLOOR))
             given[i] += _give(states[i], wanted, cap)
     elif effect.kind == "discount_amount" and effect.per in ("line", "unit"):
         for i in eligible:
@@ -293,7 +302,7 @@ def _discount(
             given[i] += _give(states[i], share, cap)
     elif effect.kind == "fixed_price":
         for i in eligible:
-            target = int((effect.value * states[i].line.qty).to_integral_value())
+            target = line_amount(int(effect.value), states[i].line.qty)
             remaining = states[i].line.amount - states[i].result.discount
             given[i] += _give(states[i], max(0, remaining - target), cap)
     else:  # cheapest_free, buy_n_get_free: free the cheapest whole units
