@@ -48,6 +48,7 @@ def bootstrap(
     )
     uow_factory = SqlUnitOfWorkFactory(engine)
     programs = ProgramService(uow_factory, clock, uow_factory.program_cache)
+    purchases = PurchaseService(uow_factory, clock, programs)
     return Container(
         settings=settings,
         engine=engine,
@@ -56,8 +57,8 @@ def bootstrap(
         tenants=TenantService(uow_factory, clock),
         members=MemberService(uow_factory, clock),
         ledger=LedgerService(uow_factory, clock),
-        jobs=JobService(uow_factory, clock),
+        jobs=JobService(uow_factory, clock, {"held_receipts_voided": purchases.void_expired}),
         catalog=CatalogService(uow_factory, clock),
         programs=programs,
-        purchases=PurchaseService(uow_factory, clock, programs),
+        purchases=purchases,
     )

@@ -24,9 +24,10 @@ jobs_app = typer.Typer(help="Scheduled work.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The points ledger.", no_args_is_help=True)
 import_app = typer.Typer(help="Bulk imports.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
+program_app = typer.Typer(help="Loyalty programs (versioned documents).", no_args_is_help=True)
 for sub, name in ((db_app, "db"), (tenant_app, "tenant"), (outlet_app, "outlet"),
                   (apikey_app, "apikey"), (jobs_app, "jobs"), (ledger_app, "ledger"),
-                  (import_app, "import"), (demo_app, "demo")):
+                  (import_app, "import"), (demo_app, "demo"), (program_app, "program")):
     app.add_typer(sub, name=name)
 
 CLI_ACTOR = "cli"
@@ -203,7 +204,7 @@ def jobs_run(
     typer.echo(json.dumps({
         "now": report.now.isoformat(), "members_settled": report.members_settled,
         "transactions": report.transactions, "holds_released": report.holds_released,
-        "errors": report.errors,
+        **report.steps, "errors": report.errors,
     }))
     if report.errors:
         raise typer.Exit(code=1)
@@ -247,8 +248,122 @@ def import_members(
         typer.echo(f"line {err.line}: {err.field}: {err.message}", err=True)
     typer.echo(f"imported {report.imported} members, {report.points} points; "
                f"{len(report.errors)} errors; {report.skipped} rows skipped")
-    if report.errors and not skip_invalid:
+    if report.errors and (not skip_invalid or report.aborted):
         raise typer.Exit(code=1)
+
+
+# ---- catalogue and programs -------------------------------------------------------------
+@import_app.command("products")
+def import_products(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    tenant: Annotated[str, typer.Option(help="Tenant name")],
+) -> None:
+    """Load the product catalogue from CSV (sku, name, category, brand, tags, price,
+    min_price, no_discount, no_points); nothing is loaded from a file with errors."""
+    c = _container()
+    try:
+        actor = _tenant_actor(c, tenant)
+        count, problems = c.catalog.import_csv(actor, file)
+    except KopilkaError as exc:
+        raise _fail(exc) from exc
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        typer.echo(f"nothing imported: {len(problems)} errors", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"imported {count} products")
+
+
+def _read_document(file: Path) -> object:
+    import yaml
+
+    text = file.read_text(encoding="utf-8")
+    try:
+        return json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        typer.echo(f"error: {file} is not valid JSON or YAML: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+
+
+@program_app.command("validate")
+def program_validate(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+) -> None:
+    """Check a program document (JSON or YAML); list every error with its path."""
+    from kopilka.domain.rules.document import validate_document
+
+    errors = validate_document(_read_document(file))
+    for err in errors:
+        typer.echo(f"{'.'.join(str(p) for p in err['path']) or '(document)'}: {err['message']}")
+    if errors:
+        raise typer.Exit(code=1)
+    typer.echo("valid")
+
+
+@program_app.command("publish")
+def program_publish(
+    code: str,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    tenant: Annotated[str, typer.Option(help="Tenant name")],
+    starts_at: Annotated[str | None, typer.Option(help="ISO 8601 start")] = None,
+    ends_at: Annotated[str | None, typer.Option(help="ISO 8601 end")] = None,
+) -> None:
+    """Publish a new version of program CODE from a JSON or YAML file."""
+    document = _read_document(file)
+    if not isinstance(document, dict):
+        typer.echo("error: a program document is a mapping", err=True)
+        raise typer.Exit(code=1)
+    c = _container()
+    try:
+        actor = _tenant_actor(c, tenant)
+        view = c.programs.publish(actor, code, document, starts_at=_parse_now(starts_at),
+                                  ends_at=_parse_now(ends_at))
+    except KopilkaError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"program {view.code} version {view.version} published, in force from "
+               f"{view.starts_at.isoformat()}")
+
+
+# ---- import receipts (historical) ---------------------------------------------------------
+@import_app.command("receipts")
+def import_receipts(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    tenant: Annotated[str, typer.Option(help="Tenant name")],
+    program: Annotated[str | None, typer.Option(help="Only this program code")] = None,
+    map_: Annotated[list[str] | None, typer.Option(
+        "--map", help="Rename a column: column=field (repeat). Fields: member_external_id, "
+        "receipt_number, outlet, occurred_at, sku, category, qty, amount")] = None,
+    create_missing: Annotated[bool, typer.Option(
+        "--create-missing", help="Create unknown members (by external id) and outlets")] = False,
+    skip_invalid: Annotated[bool, typer.Option(
+        "--skip-invalid", help="Import the valid receipts anyway")] = False,
+    batch: Annotated[int, typer.Option(min=1, max=50_000, help="Receipts per transaction")] = 2000,
+) -> None:
+    """Load historical receipts (CSV or Parquet, one row per line); points are computed by
+    the program versions in force at each receipt's time. Re-running changes nothing."""
+    from kopilka.services.receipt_import import RichProgress, parse_mapping
+    from kopilka.services.receipt_import import import_receipts as run_import
+
+    c = _container()
+    try:
+        actor = _tenant_actor(c, tenant)
+        with RichProgress() as progress:
+            report = run_import(c, actor, file, program=program,
+                                mapping=parse_mapping(map_ or []),
+                                create_missing=create_missing, skip_invalid=skip_invalid,
+                                batch_size=batch, progress=progress)
+    except KopilkaError as exc:
+        raise _fail(exc) from exc
+    shown = 1000
+    for err in report.errors[:shown]:
+        typer.echo(f"{report.unit} {err.line}: {err.field}: {err.message}", err=True)
+    if len(report.errors) > shown:
+        typer.echo(f"... and {len(report.errors) - shown} more errors", err=True)
+    if (report.errors and not skip_invalid) or report.aborted:
+        typer.echo(f"nothing imported: {len(report.errors)} errors", err=True)
+        typer.echo(json.dumps(report.to_json()))
+        raise typer.Exit(code=1)
+    typer.echo(json.dumps(report.to_json()))
 
 
 # ---- demo --------------------------------------------------------------------------------

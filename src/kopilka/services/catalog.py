@@ -71,7 +71,7 @@ class CatalogService:
         with self.uow_factory(write=False) as uow:
             return uow.commerce.products_by_sku(actor.tenant_id, skus)
 
-    def list(self, actor: Actor, after: str | None, limit: int) -> list[dict[str, Any]]:
+    def list_products(self, actor: Actor, after: str | None, limit: int) -> list[dict[str, Any]]:
         with self.uow_factory(write=False) as uow:
             return uow.commerce.list_products(actor.tenant_id, after, limit)
 

@@ -72,7 +72,14 @@ class Tenant:
 
 
 def load_tenant(uow: UnitOfWork, tenant_id: uuid.UUID) -> Tenant:
+    """The tenant's settings, from a short-lived process cache when possible."""
+    key = ("tenant", tenant_id)
+    cached = uow.cache.get(key)
+    if isinstance(cached, Tenant):
+        return cached
     row = uow.directory.tenant(tenant_id)
     if row is None:
         raise NotFound("Tenant not found.", code="tenant_not_found")
-    return Tenant.from_row(row)
+    tenant = Tenant.from_row(row)
+    uow.cache.put(key, tenant)
+    return tenant

@@ -6,9 +6,36 @@ from pathlib import Path
 
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import NotFound
+from kopilka.services.catalog import ProductInput
 from kopilka.services.context import Actor, Role
 
 DEMO_TENANT = "Demo Coffee"
+DEMO_PROGRAM = {
+    "type": "combined",
+    "name": {"ru": "Кофейные баллы", "en": "Coffee points"},
+    "redemption": {"point_value": 100, "max_percent": 30, "min_balance": 100},
+    "pending_days": 0,
+    "expiry": {"kind": "rolling", "days": 365},
+    "rounding": {"scope": "receipt", "mode": "down"},
+    "rules": [
+        {"id": "base", "name": {"ru": "5% баллами", "en": "5% back in points"},
+         "effects": [{"points_percent": 5}]},
+        {"id": "coffee-x2", "name": {"ru": "Кофе: баллы ×2 по утрам", "en": "Coffee: x2 points mornings"},
+         "when": {"hours": {"from": "07:00", "to": "11:00"}},
+         "lines": {"category": "drinks/coffee"}, "effects": [{"points_multiplier": 2}]},
+        {"id": "croissant", "name": {"ru": "Круассан в подарок к трём кофе",
+                                     "en": "Free croissant with three coffees"},
+         "when": {"qty_gte": {"of": {"category": "drinks/coffee"}, "value": 3}},
+         "effects": [{"gift": {"sku": "CROISSANT", "name": "Круассан"}}]},
+    ],
+}
+DEMO_PRODUCTS = [
+    ProductInput(sku="LATTE", name="Латте", category="drinks/coffee", price=25000),
+    ProductInput(sku="CAPPUCCINO", name="Капучино", category="drinks/coffee", price=22000),
+    ProductInput(sku="CROISSANT", name="Круассан", category="food/bakery", price=15000),
+    ProductInput(sku="CIGARETTES", name="Сигареты", category="tobacco", price=20000,
+                 no_discount=True, no_points=True),
+]
 DEMO_MEMBERS = [
     {"phone": "+79161234567", "name": "Анна Иванова", "birthday": "1990-02-28",
      "consents": {"program_rules": True, "personal_data": True, "marketing_sms": True}},
@@ -38,6 +65,8 @@ def seed_demo(c: Container, keys_file: Path | None = None) -> dict[str, str]:
     except NotFound:
         c.tenants.create_outlet(actor, "MSK-001", name="Кофейня на Тверской",
                                 region="Москва", tags=["moscow", "street"])
+        c.catalog.upsert(actor, DEMO_PRODUCTS)
+        c.programs.publish(actor, "coffee", DEMO_PROGRAM)
         for i, data in enumerate(DEMO_MEMBERS):
             member = c.members.enroll(actor, data)
             c.ledger.accrue(actor, member.id, 500 * (i + 1), reason="Welcome bonus")

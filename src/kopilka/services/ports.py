@@ -11,12 +11,14 @@ if TYPE_CHECKING:
     from kopilka.adapters.db.commerce_store import SqlCommerceStore as CommerceStore
     from kopilka.adapters.db.directory_store import SqlDirectoryStore as DirectoryStore
     from kopilka.adapters.db.ledger_store import SqlLedgerStore as LedgerStore
+    from kopilka.adapters.db.ttl_cache import TtlCache as Cache
 
 
 class UnitOfWork(Protocol):
     directory: DirectoryStore
     ledger: LedgerStore
     commerce: CommerceStore
+    cache: Cache
 
     @property
     def dialect(self) -> str: ...

@@ -112,7 +112,7 @@ class TenantService:
         )
         errors.raise_if_any()
         now = self.clock.now()
-        row = {
+        row: dict[str, Any] = {
             "id": new_id(), "name": name.strip(), "currency": currency, "timezone": timezone,
             "locale": locale, "phone_region": phone_region, "points_currency": points_currency,
             "card_scheme": card_scheme, "card_prefix": card_prefix,
@@ -150,6 +150,7 @@ class TenantService:
         with self.uow_factory(write=True) as uow:
             if values:
                 uow.directory.update_tenant(actor.tenant_id, values)
+                uow.cache.drop(("tenant", actor.tenant_id))
                 uow.directory.audit(actor.tenant_id, actor.name, "tenant.update", "tenant",
                                     actor.tenant_id, _jsonable(values), self.clock.now())
             row = uow.directory.tenant(actor.tenant_id)
@@ -180,7 +181,7 @@ class TenantService:
                 raise NotFound("Tenant not found.", code="tenant_not_found")
             if uow.directory.outlet_by_code(actor.tenant_id, code) is not None:
                 raise Conflict(f"Outlet {code!r} exists.", code="outlet_exists")
-            row = {
+            row: dict[str, Any] = {
                 "id": new_id(), "tenant_id": actor.tenant_id, "code": code,
                 "name": name or code, "timezone": timezone or tenant["timezone"],
                 "region": region, "tags": sorted(set(tags or [])), "created_at": self.clock.now(),
@@ -221,7 +222,7 @@ class TenantService:
                 if outlet is None:
                     raise NotFound(f"No outlet {outlet_code!r}.", code="outlet_not_found")
                 outlet_id = outlet["id"]
-            row = {
+            row: dict[str, Any] = {
                 "id": new_id(), "tenant_id": actor.tenant_id, "key_id": key_id,
                 "secret_hash": hash_secret(secret), "role": role.value, "outlet_id": outlet_id,
                 "name": name or f"{role.value} key", "created_at": self.clock.now(),
@@ -245,6 +246,7 @@ class TenantService:
                 raise NotFound("API key not found.", code="api_key_not_found")
             now = self.clock.now()
             uow.directory.revoke_api_key(actor.tenant_id, api_key_id, now)
+            uow.cache.clear()  # revocation takes effect at once in this process
             uow.directory.audit(actor.tenant_id, actor.name, "apikey.revoke", "api_key",
                                 api_key_id, {}, now)
             row = uow.directory.api_key(actor.tenant_id, api_key_id)
@@ -261,7 +263,11 @@ class TenantService:
         key_id, secret = parts
         now = self.clock.now()
         with self.uow_factory(write=False) as uow:
-            row = uow.directory.api_key_by_key_id(key_id)
+            row = uow.cache.get(("api_key", key_id))
+            if row is None:
+                row = uow.directory.api_key_by_key_id(key_id)
+                if row is not None:
+                    uow.cache.put(("api_key", key_id), row)
         if row is None or not hmac.compare_digest(row["secret_hash"], hash_secret(secret)):
             raise failure
         if row["revoked_at"] is not None:
@@ -271,6 +277,7 @@ class TenantService:
             with self.uow_factory(write=True) as uow:
                 uow.directory.touch_api_key(row["id"], now, now - LAST_USED_RESOLUTION)
                 uow.commit()
+                uow.cache.put(("api_key", key_id), {**row, "last_used_at": now})
         return Actor(
             tenant_id=row["tenant_id"], name=f"apikey:{key_id}", role=Role(row["role"]),
             outlet_id=row["outlet_id"],

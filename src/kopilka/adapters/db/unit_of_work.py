@@ -14,6 +14,7 @@ from kopilka.adapters.db.directory_store import SqlDirectoryStore
 from kopilka.adapters.db.engine import WRITE_OPTION
 from kopilka.adapters.db.inflight import LocalInflight, try_pg_lock
 from kopilka.adapters.db.ledger_store import SqlLedgerStore
+from kopilka.adapters.db.ttl_cache import TtlCache
 
 
 class SqlUnitOfWork:
@@ -36,6 +37,7 @@ class SqlUnitOfWork:
         self.directory = SqlDirectoryStore(conn)
         self.ledger = SqlLedgerStore(conn, self._factory.account_cache)
         self.commerce = SqlCommerceStore(conn)
+        self.cache = self._factory.cache
         return self
 
     def __exit__(
@@ -87,6 +89,7 @@ class SqlUnitOfWorkFactory:
         self.account_cache: dict[Any, uuid.UUID] = {}
         # Compiled program versions are immutable: cache them for the process's life.
         self.program_cache: dict[Any, Any] = {}
+        self.cache = TtlCache()
         self.local_inflight = LocalInflight()
 
     def __call__(self, *, write: bool = True) -> SqlUnitOfWork:
