@@ -152,7 +152,8 @@ class LedgerService:
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             _ensure_member_can_transact(uow, tenant.id, member_id)
-            book = MemberBook(uow, tenant, member_id, actor, now, currency=currency, load_lots=False)
+            # Lots are loaded so the answer carries the member's whole balance.
+            book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
             _check_dates(now, available_at, expires_at)
             txn = book.new_txn(
                 kind, points, source_type=source_type, source_id=source_id, reason=reason
@@ -305,6 +306,11 @@ class LedgerService:
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             hold, book = self._open_hold(uow, tenant, actor, hold_id, now)
+            if hold.expires_at <= now:
+                # The reservation lapsed: its points belong to the member again, even if the
+                # job has not released them yet.
+                raise Conflict("The hold expired; reserve the points again.",
+                               code="hold_expired")
             amount = hold.amount if points is None else points
             if not 1 <= amount <= hold.amount:
                 raise BusinessRuleViolation(
@@ -510,7 +516,7 @@ class LedgerService:
                 raise NotFound("Member not found.", code="member_not_found")
             now = self.clock.now()
             cur = currency or tenant.points_currency
-            accounts = uow.ledger.lock_member_accounts(tenant.id, member_id, cur)
+            accounts = uow.ledger.lock_member_accounts(tenant.id, member_id, cur, lock=False)
             lots = uow.ledger.open_lots(tenant.id, member_id, cur)
             return balance_view(tenant, member_id, cur, accounts, lots, now)
 
@@ -603,19 +609,25 @@ def balance_view(
     expiring: dict[Any, int] = defaultdict(int)
     upcoming: dict[Any, int] = defaultdict(int)
     soon = now + timedelta(days=EXPIRING_SOON_DAYS)
-    for lot in lots:
-        if lot.expires_at is not None and lot.expires_at <= now:
-            continue
+    live = [lot for lot in lots if lot.expires_at is None or lot.expires_at > now]
+    # Due activations pay a debt off first, in the order settling takes them.
+    debt = max(0, -(wallet.balance if wallet else 0))
+    paid: dict[uuid.UUID, int] = {}
+    due = [lot for lot in live if lot.status is LotStatus.PENDING and lot.available_at <= now]
+    for lot in sorted(due, key=lambda item: (item.available_at, item.id)):
+        paid[lot.id] = min(debt, lot.remaining)
+        debt -= paid[lot.id]
+    for lot in live:
+        remaining = lot.remaining - paid.get(lot.id, 0)
         if lot.status is LotStatus.PENDING and lot.available_at > now:
-            pending += lot.remaining
-            upcoming[lot.available_at.astimezone(tz).date()] += lot.remaining
+            pending += remaining
+            upcoming[lot.available_at.astimezone(tz).date()] += remaining
             continue
-        available += lot.remaining
-        if lot.expires_at is not None and lot.expires_at <= soon and lot.remaining:
+        available += remaining
+        if lot.expires_at is not None and lot.expires_at <= soon and remaining:
             # The last day the points can be used, in the tenant's calendar.
             last_day = (lot.expires_at - timedelta(microseconds=1)).astimezone(tz).date()
-            expiring[last_day] += lot.remaining
-    debt = max(0, -(wallet.balance if wallet else 0))
+            expiring[last_day] += remaining
     return BalanceView(
         member_id=member_id, currency=currency, available=available, pending=pending,
         held=hold.balance if hold else 0, debt=debt,
@@ -632,7 +644,9 @@ def _balance_from_plan(book: MemberBook) -> BalanceView:
 
 
 def _views_of_planned(book: MemberBook, txns: list[NewTransaction]) -> list[TransactionView]:
-    kinds = {a.id: (a.kind.value, book.member_id) for a in book.accounts.values()}
+    kinds: dict[uuid.UUID, tuple[str, uuid.UUID | None]] = {
+        a.id: (a.kind.value, book.member_id) for a in book.accounts.values()
+    }
     kinds.update({acc_id: (kind.value, None) for kind, acc_id in book.system.items()})
     views = []
     for txn in txns:

@@ -13,7 +13,7 @@ from kopilka.domain.errors import InsufficientPoints, NotFound
 from kopilka.domain.ledger.expiry import expires_at as policy_expiry
 from kopilka.domain.ledger.lots import Lot, LotStatus, Take, allocate, due_transitions
 from kopilka.domain.ledger.model import AccountKind, Posting, TxnKind
-from kopilka.domain.ledger.plan import AccountState, LedgerPlan, NewTransaction
+from kopilka.domain.ledger.plan import AccountState, LedgerPlan, Movement, NewTransaction
 from kopilka.ids import new_id
 from kopilka.services.context import Actor, Tenant
 from kopilka.services.ports import UnitOfWork
@@ -21,6 +21,14 @@ from kopilka.services.ports import UnitOfWork
 
 def local_date(moment: datetime | None, timezone: str) -> str | None:
     return moment.astimezone(ZoneInfo(timezone)).date().isoformat() if moment else None
+
+
+def last_day(expires_at: datetime | None, timezone: str) -> str | None:
+    """The last local day points can be used: the day before the first invalid instant
+    when that instant is a midnight, which is how customers read "expire on 30 April"."""
+    if expires_at is None:
+        return None
+    return local_date(expires_at - timedelta(microseconds=1), timezone)
 
 
 class MemberBook:
@@ -185,7 +193,7 @@ class MemberBook:
             expires_at = policy_expiry(self.tenant.expiry_policy, self.now, self.tenant.timezone)
         is_pending = available_at > self.now
         account = self.pending if is_pending else self.wallet
-        txn.params.setdefault("expires_on", local_date(expires_at, self.tenant.timezone))
+        txn.params.setdefault("expires_on", last_day(expires_at, self.tenant.timezone))
         if is_pending:
             txn.params.setdefault("available_on", local_date(available_at, self.tenant.timezone))
         balance_before = account.balance
@@ -268,6 +276,11 @@ class MemberBook:
                 if paid:
                     self.plan.change_lot(lot_id, -paid, txn_id=txn.id, origin_id=txn.id)
             else:
+                # Expired or closed meanwhile: the points go to a new lot with the same dates.
+                # Record the hand-back under the origin (and the move on to the new lot), so a
+                # later refund of the same origin does not count these points as still taken.
+                self.plan.movements.append(Movement(txn.id, lot_id, give, origin_id))
+                self.plan.movements.append(Movement(txn.id, lot_id, -give, txn.id))
                 self._replacement_lot(lot, give, keep, txn.id)
         if left:
             # More was taken than lots record (legacy data): keep the books whole anyway.

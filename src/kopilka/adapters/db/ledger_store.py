@@ -194,9 +194,10 @@ class SqlLedgerStore:
         return found
 
     def lock_member_accounts(
-        self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str
+        self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str, *, lock: bool = True
     ) -> dict[AccountKind, AccountState]:
-        """Lock the member's accounts (ascending id, so two lockers never deadlock)."""
+        """Lock the member's accounts (ascending id, so two lockers never deadlock); with
+        ``lock=False`` just read them."""
         stmt = (
             sa.select(accounts.c.id, accounts.c.kind, accounts.c.balance, accounts.c.allow_debt)
             .where(
@@ -206,7 +207,7 @@ class SqlLedgerStore:
             )
             .order_by(accounts.c.id)
         )
-        if self._dialect == "postgresql":
+        if lock and self._dialect == "postgresql":
             stmt = stmt.with_for_update()
         return {
             AccountKind(r.kind): AccountState(r.id, AccountKind(r.kind), r.balance, r.allow_debt)

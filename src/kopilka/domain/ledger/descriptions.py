@@ -1,7 +1,8 @@
 """Plain-language descriptions of ledger transactions, in Russian and English.
 
 Descriptions are data: the kind and parameters are stored, the sentence is made on reading,
-so a wording fix reaches old entries too.
+so a wording fix reaches old entries too. Each language has its plural forms: Russian one /
+few / many ("1 балл", "2 балла", "5 баллов"), English one / other ("1 point", "2 points").
 """
 
 from __future__ import annotations
@@ -10,69 +11,153 @@ from typing import Any
 
 from kopilka.domain.ledger.model import TxnKind
 
-_TEMPLATES: dict[str, tuple[str, str]] = {
-    TxnKind.ACCRUAL: ("Начислено {amount} баллов{reason_ru}", "{amount} points earned{reason_en}"),
+RuForms = tuple[str, str, str]  # one, few, many
+EnForms = tuple[str, str]  # one, other
+
+_TEMPLATES: dict[str, tuple[RuForms, EnForms]] = {
+    TxnKind.ACCRUAL: (
+        (
+            "Начислен {amount} балл{reason}",
+            "Начислено {amount} балла{reason}",
+            "Начислено {amount} баллов{reason}",
+        ),
+        ("{amount} point earned{reason}", "{amount} points earned{reason}"),
+    ),
     TxnKind.OPENING_BALANCE: (
-        "Перенесён начальный баланс: {amount} баллов",
-        "Opening balance of {amount} points carried over",
+        (
+            "Перенесён начальный баланс: {amount} балл",
+            "Перенесён начальный баланс: {amount} балла",
+            "Перенесён начальный баланс: {amount} баллов",
+        ),
+        (
+            "Opening balance of {amount} point carried over",
+            "Opening balance of {amount} points carried over",
+        ),
     ),
     TxnKind.ACTIVATION: (
-        "{amount} баллов стали доступны для оплаты",
-        "{amount} points became available to spend",
+        (
+            "{amount} балл стал доступен для оплаты",
+            "{amount} балла стали доступны для оплаты",
+            "{amount} баллов стали доступны для оплаты",
+        ),
+        ("{amount} point became available to spend", "{amount} points became available to spend"),
     ),
-    TxnKind.REDEMPTION: ("Списано {amount} баллов{reason_ru}", "{amount} points spent{reason_en}"),
+    TxnKind.REDEMPTION: (
+        (
+            "Списан {amount} балл{reason}",
+            "Списано {amount} балла{reason}",
+            "Списано {amount} баллов{reason}",
+        ),
+        ("{amount} point spent{reason}", "{amount} points spent{reason}"),
+    ),
     TxnKind.REFUND: (
-        "Возвращено {amount} списанных баллов{reason_ru}",
-        "{amount} spent points returned{reason_en}",
+        (
+            "Возвращён {amount} списанный балл{reason}",
+            "Возвращено {amount} списанных балла{reason}",
+            "Возвращено {amount} списанных баллов{reason}",
+        ),
+        ("{amount} spent point returned{reason}", "{amount} spent points returned{reason}"),
     ),
     TxnKind.REVERSAL: (
-        "Отменено начисление {amount} баллов{reason_ru}",
-        "{amount} earned points reversed{reason_en}",
+        (
+            "Отменено начисление {amount} балла{reason}",
+            "Отменено начисление {amount} баллов{reason}",
+            "Отменено начисление {amount} баллов{reason}",
+        ),
+        ("{amount} earned point reversed{reason}", "{amount} earned points reversed{reason}"),
     ),
-    TxnKind.EXPIRY: ("Сгорело {amount} баллов", "{amount} points expired"),
+    TxnKind.EXPIRY: (
+        ("Сгорел {amount} балл", "Сгорело {amount} балла", "Сгорело {amount} баллов"),
+        ("{amount} point expired", "{amount} points expired"),
+    ),
     TxnKind.ADJUSTMENT: (
-        "Корректировка баланса: {signed} баллов{reason_ru}",
-        "Balance adjustment: {signed} points{reason_en}",
+        (
+            "Корректировка баланса: {signed} балл{reason}",
+            "Корректировка баланса: {signed} балла{reason}",
+            "Корректировка баланса: {signed} баллов{reason}",
+        ),
+        (
+            "Balance adjustment: {signed} point{reason}",
+            "Balance adjustment: {signed} points{reason}",
+        ),
     ),
     TxnKind.HOLD: (
-        "Зарезервировано {amount} баллов{reason_ru}",
-        "{amount} points reserved{reason_en}",
+        (
+            "Зарезервирован {amount} балл{reason}",
+            "Зарезервировано {amount} балла{reason}",
+            "Зарезервировано {amount} баллов{reason}",
+        ),
+        ("{amount} point reserved{reason}", "{amount} points reserved{reason}"),
     ),
     TxnKind.CAPTURE: (
-        "Списано {amount} зарезервированных баллов",
-        "{amount} reserved points spent",
+        (
+            "Списан {amount} зарезервированный балл",
+            "Списано {amount} зарезервированных балла",
+            "Списано {amount} зарезервированных баллов",
+        ),
+        ("{amount} reserved point spent", "{amount} reserved points spent"),
     ),
     TxnKind.RELEASE: (
-        "Резерв {amount} баллов снят, баллы снова доступны",
-        "Reservation of {amount} points released",
+        (
+            "Резерв {amount} балла снят, балл снова доступен",
+            "Резерв {amount} баллов снят, баллы снова доступны",
+            "Резерв {amount} баллов снят, баллы снова доступны",
+        ),
+        ("Reservation of {amount} point released", "Reservation of {amount} points released"),
     ),
-    TxnKind.TRANSFER: ("Перевод {amount} баллов", "Transfer of {amount} points"),
+    TxnKind.TRANSFER: (
+        ("Перевод {amount} балла", "Перевод {amount} баллов", "Перевод {amount} баллов"),
+        ("Transfer of {amount} point", "Transfer of {amount} points"),
+    ),
     TxnKind.MERGE: (
-        "{amount} баллов перенесено при объединении профилей",
-        "{amount} points moved when profiles were merged",
+        (
+            "{amount} балл перенесён при объединении профилей",
+            "{amount} балла перенесено при объединении профилей",
+            "{amount} баллов перенесено при объединении профилей",
+        ),
+        (
+            "{amount} point moved when profiles were merged",
+            "{amount} points moved when profiles were merged",
+        ),
     ),
 }
+_FALLBACK: tuple[RuForms, EnForms] = (
+    ("Операция: {amount} балл", "Операция: {amount} балла", "Операция: {amount} баллов"),
+    ("Operation: {amount} point", "Operation: {amount} points"),
+)
+
+
+def ru_plural(n: int) -> int:
+    """Index of the Russian plural form for ``n``: 0 one, 1 few, 2 many."""
+    n = abs(n)
+    if n % 10 == 1 and n % 100 != 11:
+        return 0
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return 1
+    return 2
 
 
 def describe(kind: str, amount: int, params: dict[str, Any] | None = None) -> dict[str, str]:
     """Return ``{"ru": ..., "en": ...}`` for a transaction."""
     params = params or {}
     reason = params.get("reason")
-    ru_tpl, en_tpl = _TEMPLATES.get(kind, ("Операция: {amount} баллов", "Operation: {amount} points"))
-    values = {
-        "amount": f"{abs(amount):,}".replace(",", "\u00a0"),
-        "signed": f"{amount:+,}".replace(",", "\u00a0"),
-        "reason_ru": f" — {reason}" if reason else "",
-        "reason_en": f" — {reason}" if reason else "",
-    }
-    ru = ru_tpl.format(**values)
-    en = en_tpl.format(**values).replace("\u00a0", ",")
+    ru_forms, en_forms = _TEMPLATES.get(kind, _FALLBACK)
+    tail = f" — {reason}" if reason else ""
+    ru = ru_forms[ru_plural(amount)].format(
+        amount=f"{abs(amount):,}".replace(",", "\u00a0"),
+        signed=f"{amount:+,}".replace(",", "\u00a0"),
+        reason=tail,
+    )
+    en = en_forms[0 if abs(amount) == 1 else 1].format(
+        amount=f"{abs(amount):,}", signed=f"{amount:+,}", reason=tail
+    )
+    one = ru_plural(amount) == 0
     expires = params.get("expires_on")
     if expires and kind in (TxnKind.ACCRUAL, TxnKind.ADJUSTMENT, TxnKind.OPENING_BALANCE):
-        ru += f", сгорят {expires}"
-        en += f", expire on {expires}"
+        ru += f", {'сгорит' if one else 'сгорят'} {expires}"
+        en += f", expire{'s' if abs(amount) == 1 else ''} on {expires}"
     available = params.get("available_on")
     if available and kind in (TxnKind.ACCRUAL, TxnKind.ADJUSTMENT):
-        ru += f", станут доступны {available}"
+        ru += f", {'станет доступен' if one else 'станут доступны'} {available}"
         en += f", available from {available}"
     return {"ru": ru, "en": en}

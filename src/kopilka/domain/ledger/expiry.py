@@ -49,8 +49,13 @@ def parse_policy(data: dict[str, Any] | None) -> ExpiryPolicy:
     return NeverExpires.model_validate(data)
 
 
-def _start_of_next_local_day(moment: datetime, tz: ZoneInfo) -> datetime:
-    local = moment.astimezone(tz).date() + timedelta(days=1)
+def _start_of_local_day_after(moment: datetime, tz: ZoneInfo, days: int) -> datetime:
+    """Local midnight ``days + 1`` calendar days after ``moment``'s local date, in UTC.
+
+    Days are counted on the local calendar: adding them to the UTC instant would land an
+    hour off across a daylight-saving change and could move the expiry by a whole day.
+    """
+    local = moment.astimezone(tz).date() + timedelta(days=days + 1)
     return datetime.combine(local, time.min, tzinfo=tz).astimezone(UTC)
 
 
@@ -60,7 +65,7 @@ def expires_at(policy: ExpiryPolicy, earned_at: datetime, timezone: str) -> date
     if isinstance(policy, NeverExpires):
         return None
     if isinstance(policy, RollingExpiry):
-        return _start_of_next_local_day(earned_at + timedelta(days=policy.days), tz)
+        return _start_of_local_day_after(earned_at, tz, policy.days)
     local = earned_at.astimezone(tz)
     months = _MONTHS_IN[policy.period]
     period_index = (local.month - 1) // months
