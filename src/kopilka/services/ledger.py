@@ -587,6 +587,11 @@ def _check_dates(now: datetime, available_at: datetime | None, expires_at: datet
         raise BusinessRuleViolation("expires_at must be in the future.", code="invalid_lot_dates")
 
 
+def _details(params: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a transaction's parameters worth showing: program, version, rules."""
+    return {k: params[k] for k in ("program", "version", "rules") if k in params}
+
+
 def _hold_view(row: dict[str, Any]) -> HoldView:
     return HoldView(
         id=row["id"], member_id=row["member_id"], currency=row["currency"],
@@ -662,7 +667,7 @@ def _views_of_planned(book: MemberBook, txns: list[NewTransaction]) -> list[Tran
             amount=txn.amount, reason=txn.reason, actor=txn.actor, source_type=txn.source_type,
             source_id=txn.source_id, reverses_id=txn.reverses_id, occurred_at=txn.occurred_at,
             recorded_at=book.now, description=describe(txn.kind, txn.amount, txn.params),
-            postings=postings, shortfall=int(txn.params.get("shortfall", 0)),
+            postings=postings, shortfall=int(txn.params.get("shortfall", 0)), details=_details(txn.params),
         ))
     return views
 
@@ -681,7 +686,7 @@ def transaction_views(uow: UnitOfWork, tenant_id: uuid.UUID, rows: list[Any]) ->
             amount=r.amount, reason=r.reason, actor=r.actor, source_type=r.source_type,
             source_id=r.source_id, reverses_id=r.reverses_id, occurred_at=r.occurred_at,
             recorded_at=r.recorded_at, description=describe(r.kind, r.amount, r.params),
-            postings=by_txn[r.id], shortfall=int(r.params.get("shortfall", 0)),
+            postings=by_txn[r.id], shortfall=int(r.params.get("shortfall", 0)), details=_details(r.params),
         )
         for r in rows
     ]

@@ -114,9 +114,10 @@ class ProgramService:
         for row in cached[1]:
             if only is not None and row["code"] != only:
                 continue
-            if row["starts_at"] <= at and (row["ends_at"] is None or at < row["ends_at"]):
-                if row["code"] not in best or row["version"] > best[row["code"]]["version"]:
-                    best[row["code"]] = row
+            in_window = row["starts_at"] <= at and (row["ends_at"] is None or at < row["ends_at"])
+            if in_window and (row["code"] not in best
+                              or row["version"] > best[row["code"]]["version"]):
+                best[row["code"]] = row
         return [self.compiled(uow, tenant_id, code, best[code]["version"]) for code in sorted(best)]
 
     def compiled(self, uow: UnitOfWork, tenant_id: uuid.UUID, code: str,

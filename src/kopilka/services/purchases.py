@@ -26,7 +26,7 @@ from kopilka.domain.members.card_numbers import is_valid_number
 from kopilka.domain.members.phones import InvalidPhone, normalize_phone
 from kopilka.domain.members.qr_tokens import InvalidQrToken, verify_token
 from kopilka.domain.rules.conditions import category_path
-from kopilka.domain.rules.document import CompiledProgram
+from kopilka.domain.rules.document import POINTS_EFFECTS, CompiledProgram
 from kopilka.domain.rules.engine import Evaluation, evaluate
 from kopilka.domain.rules.facts import Context, Line, MemberFacts
 from kopilka.domain.rules.money import QTY_STEP, line_amount
@@ -49,6 +49,11 @@ from kopilka.services.programs import ProgramService
 MAX_LINES = 1000
 MAX_QTY = Decimal(1_000_000)
 MAX_PRICE = 10**11  # a billion roubles per unit is surely a typo
+# Per receipt, in minor units and in points: far beyond any real purchase, far within the
+# database's 64-bit amounts (a thousand lines of MAX_PRICE x MAX_QTY would overflow them).
+MAX_TOTAL = 10**15
+MAX_POINTS = 10**15
+CANCEL_KEY = "cancel:"  # refund keys of cancellations; not for clients' refunds
 FUTURE_SLACK = timedelta(minutes=5)
 FLAGS = frozenset({"no_discount", "no_points"})
 
@@ -153,7 +158,8 @@ class PurchaseService:
             status = "held" if hold else "confirmed"
             hold_expires = (now + timedelta(seconds=hold_ttl_seconds or tenant.hold_ttl_seconds)
                             if hold else None)
-            coupons = [] if hold else self._issue_coupons(uow, found, receipt_id, now)
+            coupons = [] if hold or found.member is None else self._issue_coupons(
+                uow, tenant.id, found.member["id"], found.evaluation.coupons, receipt_id, now)
             result = _response(found, receipt={
                 "id": str(receipt_id), "receipt_number": receipt_number, "status": status,
                 "hold_expires_at": hold_expires.isoformat() if hold_expires else None})
@@ -161,7 +167,7 @@ class PurchaseService:
             self._insert(uow, found, receipt_id, receipt_number, status, digest, result, ledger,
                          hold_expires, request, now)
             uow.commit()
-            return result
+            return {**result, "refunds": []}  # the shape a replay (``_view``) has
 
     def confirm_held(self, actor: Actor, receipt_id: uuid.UUID) -> dict[str, Any]:
         """Spend the held points and earn; repeating it replays the answer."""
@@ -196,14 +202,18 @@ class PurchaseService:
                 earned = {p: int(v) for p, v in result["points_earned_by_program"].items()}
                 ledger["accruals"] = self._accrue(uow, tenant, actor, receipt["member_id"],
                                                   receipt["id"], programs, earned, books, now,
-                                                  receipt["occurred_at"])
+                                                  receipt["occurred_at"],
+                                                  ledger.get("rules") or {})
                 for book in books.values():
                     uow.ledger.apply(tenant.id, book.plan, now)
+                result["coupons_issued"] = self._issue_coupons(
+                    uow, tenant.id, receipt["member_id"], ledger.get("coupons") or [],
+                    receipt["id"], now)
             result["receipt"] = {**result["receipt"], "status": "confirmed"}
             uow.commerce.update_receipt(tenant.id, receipt["id"], {
                 "status": "confirmed", "ledger": ledger, "result": result, "closed_at": now})
             uow.commit()
-            return result
+            return {**result, "refunds": []}  # the shape a replay (``_view``) has
 
     def void(self, actor: Actor, receipt_id: uuid.UUID) -> dict[str, Any]:
         """Give back the held points; the receipt never happened."""
@@ -216,7 +226,7 @@ class PurchaseService:
                                f"{receipt['status']}.", code=f"receipt_{receipt['status']}")
             result = self._void_in(uow, actor, receipt, expired=False)
             uow.commit()
-            return result
+            return {**result, "refunds": []}  # the shape a replay (``_view``) has
 
     def void_expired(self, now: datetime, tenant_id: uuid.UUID | None = None) -> int:
         """Void held receipts whose hold timed out (the jobs runner calls this)."""
@@ -257,6 +267,9 @@ class PurchaseService:
                lines: list[tuple[int, Decimal]] | None) -> dict[str, Any]:
         """Refund the whole receipt or some lines; earned points are taken back and spent
         points given back, in proportion. Idempotent on ``refund_key``."""
+        if refund_key.startswith(CANCEL_KEY):
+            raise ValidationFailed(f"Refund keys starting with {CANCEL_KEY!r} are reserved.",
+                                   code="refund_key_reserved")
         digest = request_hash("refund", {"lines": [[n, str(q)] for n, q in lines or []],
                                          "full": lines is None})
         with self.uow_factory(write=True) as uow:
@@ -286,14 +299,16 @@ class PurchaseService:
                                code=f"receipt_{receipt['status']}")
             tenant = load_tenant(uow, actor.tenant_id)
             tz = ZoneInfo(tenant.timezone)
-            if receipt["created_at"].astimezone(tz).date() != self.clock.now().astimezone(tz).date():
+            # Confirmed when closed: a held receipt is confirmed later than it was created.
+            confirmed_at = receipt["closed_at"] or receipt["created_at"]
+            if confirmed_at.astimezone(tz).date() != self.clock.now().astimezone(tz).date():
                 raise Conflict("A receipt can be cancelled only on the day it was confirmed; "
                                "refund it instead.", code="cancel_window_passed")
             remaining = [(line["line_no"], line["qty"] - line["refunded_qty"])
                          for line in uow.commerce.receipt_lines(tenant.id, receipt["id"])
                          if line["qty"] > line["refunded_qty"]]
             if remaining:
-                self._refund_in(uow, actor, receipt, remaining, f"cancel:{receipt['id']}",
+                self._refund_in(uow, actor, receipt, remaining, f"{CANCEL_KEY}{receipt['id']}",
                                 "cancel", "cancel")
             now = self.clock.now()
             result = dict(receipt["result"])
@@ -313,8 +328,11 @@ class PurchaseService:
                                                                                 receipt["id"])}
         wanted: dict[int, Decimal] = {}
         errors = ErrorCollector()
+        # A full refund takes what is left of each line; lines already refunded are skipped,
+        # so refunding a fully refunded receipt again is "nothing to refund".
         for i, (line_no, qty) in enumerate(lines if lines is not None else [
-                (n, li["qty"] - li["refunded_qty"]) for n, li in stored.items()]):
+                (n, li["qty"] - li["refunded_qty"]) for n, li in stored.items()
+                if li["qty"] > li["refunded_qty"]]):
             line = stored.get(line_no)
             if line is None:
                 errors.add(("lines", i, "line"), f"No line {line_no} on this receipt.",
@@ -527,6 +545,9 @@ class PurchaseService:
                 no_points="no_points" in flags or bool(product.get("no_points")),
                 min_price=product.get("min_price"),
             ))
+        if not errors.errors and sum(line.amount for line in lines) > MAX_TOTAL:
+            errors.add(("lines",), f"The receipt comes to more than {MAX_TOTAL} minor units.",
+                       "receipt_total_too_large")
         errors.raise_if_any("The receipt is not valid.")
         return lines
 
@@ -555,7 +576,8 @@ class PurchaseService:
                     book.settle()
                     balances[currency] = max(book.wallet.balance, 0)
                 else:
-                    accounts = uow.ledger.lock_member_accounts(tenant.id, member["id"], currency)
+                    accounts = uow.ledger.lock_member_accounts(tenant.id, member["id"], currency,
+                                                               lock=False)
                     lots = uow.ledger.open_lots(tenant.id, member["id"], currency)
                     view = balance_view(tenant, member["id"], currency, accounts, lots, now)
                     balances[currency] = view.available
@@ -574,6 +596,16 @@ class PurchaseService:
         )
         evaluation = evaluate(programs, lines, ctx, redeem=request.redeem_points,
                               balances=balances, currency=tenant.currency)
+        if member is None:
+            # Nobody to credit: an anonymous receipt earns nothing, and must not say it did
+            # (nor its refunds claim to take points back).
+            for line_result in evaluation.lines:
+                line_result.points_earned = {}
+            evaluation.earned_by_program = {code: 0 for code in evaluation.earned_by_program}
+            evaluation.applied = [a for a in evaluation.applied if a.kind not in POINTS_EFFECTS]
+        if any(points > MAX_POINTS for points in evaluation.earned_by_program.values()):
+            raise BusinessRuleViolation(f"The programs would award more than {MAX_POINTS} points "
+                                        "for this receipt.", code="points_too_large")
         return Evaluated(tenant, outlet, member, list(programs), evaluation, occurred,
                          source_lines=lines, balance=balance, books=books)
 
@@ -617,6 +649,9 @@ class PurchaseService:
                 ledger["redemption"] = str(txn.id)
         if not hold:
             ledger["accruals"] = self._accrue_in_books(found, receipt_id, now)
+        else:  # kept for confirm_held: its accruals name their rules, its coupons are issued
+            ledger["rules"] = ev.rules_by_program
+            ledger["coupons"] = ev.coupons
         for book in found.books.values():
             uow.ledger.apply(tenant.id, book.plan, now)
         return ledger
@@ -638,26 +673,26 @@ class PurchaseService:
     def _accrue(self, uow: UnitOfWork, tenant: Tenant, actor: Actor, member_id: uuid.UUID,
                 receipt_id: uuid.UUID, programs: dict[str, CompiledProgram],
                 earned: dict[str, int], books: dict[str, MemberBook], now: datetime,
-                occurred_at: datetime) -> dict[str, str]:
+                occurred_at: datetime, rules: dict[str, list[str]]) -> dict[str, str]:
         made: dict[str, str] = {}
         for code, points in sorted(earned.items()):
             if points <= 0 or code not in programs:
                 continue
             program = programs[code]
             book = self._book(uow, tenant, actor, member_id, program.currency, books, now)
-            made[code] = str(_credit(book, program, points, receipt_id, [], now, occurred_at).id)
+            made[code] = str(_credit(book, program, points, receipt_id, rules.get(code, []), now,
+                                     occurred_at).id)
         return made
 
-    def _issue_coupons(self, uow: UnitOfWork, found: Evaluated, receipt_id: uuid.UUID,
+    def _issue_coupons(self, uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID,
+                       coupons: list[dict[str, Any]], receipt_id: uuid.UUID,
                        now: datetime) -> list[dict[str, Any]]:
-        if found.member is None:
-            return []
         issued = []
-        for coupon in found.evaluation.coupons:
+        for coupon in coupons:
             code = "K" + secrets.token_hex(5).upper()
             row = {
-                "id": new_id(), "tenant_id": found.tenant.id, "code": code,
-                "member_id": found.member["id"], "benefit": coupon["benefit"],
+                "id": new_id(), "tenant_id": tenant_id, "code": code,
+                "member_id": member_id, "benefit": coupon["benefit"],
                 "min_basket": coupon.get("min_basket", 0), "valid_from": now,
                 "valid_until": now + timedelta(days=int(coupon["valid_days"])), "uses_left": 1,
                 "status": "active", "source_type": "receipt", "source_id": str(receipt_id),

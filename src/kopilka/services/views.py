@@ -41,6 +41,8 @@ class TransactionView(View):
     postings: list[PostingView]
     # Set on reversals under the "cap" policy: points that could not be taken back.
     shortfall: int = 0
+    # What produced it, e.g. {"program": "coffee", "version": 3, "rules": ["base"]}.
+    details: dict[str, Any] = {}
 
 
 class OperationResult(View):

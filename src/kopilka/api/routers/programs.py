@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Body, Depends, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from kopilka.api.auth import ADMIN, ANY_ROLE, container
 from kopilka.api.deps import DEFAULT_LIMIT, Limit
+from kopilka.api.problems import MalformedBody
+from kopilka.api.schemas import Moment
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import FieldError, ValidationFailed
 from kopilka.services.catalog import ProductInput
@@ -24,8 +26,8 @@ MAX_DOCUMENT_BYTES = 1_000_000
 class ProgramPublish(BaseModel):
     model_config = ConfigDict(extra="forbid")
     document: dict[str, Any]
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    starts_at: Moment | None = None
+    ends_at: Moment | None = None
 
 
 class ValidationReport(BaseModel):
@@ -81,13 +83,16 @@ async def _document_body(request: Request) -> Any:
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise ValidationFailed("The document is larger than 1 MB.", code="document_too_large")
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    is_yaml = kind in ("application/yaml", "application/x-yaml", "text/yaml")
     try:
-        if kind in ("application/yaml", "application/x-yaml", "text/yaml"):
+        if is_yaml:
             return yaml.safe_load(raw.decode("utf-8"))
         return json.loads(raw)
     except (ValueError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ValidationFailed("The body is not valid JSON or YAML.",
-                               code="malformed_document") from exc
+        # 400 like any other unparsable body (422 is for parsed but invalid fields).
+        raise MalformedBody("The body is not valid YAML." if is_yaml else
+                            "The request body is not valid JSON.",
+                            code="malformed_document" if is_yaml else "malformed_json") from exc
 
 
 def _publish_body(data: Any) -> ProgramPublish:
@@ -154,7 +159,7 @@ def upsert_products(body: ProductsUpsert = Body(...), actor: Actor = Depends(ADM
 def list_products(cursor: str | None = Query(default=None, max_length=64),
                   limit: Limit = DEFAULT_LIMIT, actor: Actor = Depends(ANY_ROLE),
                   c: Container = Depends(container)) -> ProductPage:
-    rows = c.catalog.list(actor, cursor, limit + 1)
+    rows = c.catalog.list_products(actor, cursor, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return ProductPage(items=[ProductOut.model_validate(r) for r in rows],

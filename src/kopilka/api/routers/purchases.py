@@ -7,11 +7,12 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from kopilka.api.auth import ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
 from kopilka.api.pagination import decode_cursor, encode_cursor
+from kopilka.api.schemas import Moment
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import ValidationFailed
 from kopilka.services.context import Actor
@@ -46,12 +47,13 @@ class LineIn(_Strict):
 class CalculateIn(_Strict):
     member: MemberRefIn | None = None
     lines: list[LineIn] = Field(min_length=1, max_length=1000)
-    redeem_points: Annotated[int, Field(ge=0, le=10**12, strict=True)] | Literal["max"] | None = None
+    redeem_points: (Annotated[int, Field(ge=0, le=10**12, strict=True)] | Literal["max"]
+                    | None) = None
     coupons: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=20)
     payment_method: Annotated[str, StringConstraints(max_length=32)] | None = None
     channel: Literal["store", "online", "app"] = "store"
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Moment | None = None
     outlet: Annotated[str, StringConstraints(max_length=64)] | None = Field(
         default=None, description="Outlet code; implied by a till key")
 
