@@ -22,6 +22,14 @@ _PYDANTIC_CODES = {
 }
 
 
+class MalformedBody(KopilkaError):
+    """A body that cannot be parsed at all: 400, where 422 means parsed but invalid."""
+
+    status = 400
+    code = "malformed_json"
+    title = "Malformed body"
+
+
 def problem(
     request: Request,
     status: int,
@@ -90,5 +98,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
-        return problem(request, 500, "internal_error", "Internal error",
-                       "Something went wrong on our side; the request id helps us find it.")
+        return internal_error(request)
+
+
+def internal_error(request: Request) -> JSONResponse:
+    """The 500 answer: no details, only the request id to find the log line by."""
+    return problem(request, 500, "internal_error", "Internal error",
+                   "Something went wrong on our side; the request id helps us find it.")

@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from kopilka.services.ledger import MAX_POINTS
 
 Points = Annotated[int, Field(ge=1, le=MAX_POINTS, strict=True)]
 SignedPoints = Annotated[int, Field(ge=-MAX_POINTS, le=MAX_POINTS, strict=True)]
 ShortText = Annotated[str, StringConstraints(max_length=500)]
-CardNumber = Annotated[str, StringConstraints(min_length=8, max_length=32, pattern=r"^\d+$")]
+# [0-9], not \d: pydantic's regex \d also matches other scripts' digits (e.g. "٢").
+CardNumber = Annotated[str, StringConstraints(min_length=8, max_length=32, pattern=r"^[0-9]+$")]
+
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _sane_moment(value: datetime) -> datetime:
+    """Refuse moments outside 1900-2200: 9999-12-31T23:59:59-05:00 is a valid ISO string
+    but cannot even be converted to UTC (it made the services fail with a 500)."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("The moment is out of range.") from exc
+    if not EARLIEST <= utc < LATEST:
+        raise ValueError("Use a moment between 1900 and 2200.")
+    return value
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_sane_moment)]
 
 
 class Strict(BaseModel):
@@ -22,7 +49,7 @@ class Strict(BaseModel):
 
 class ConsentGiven(Strict):
     granted: bool
-    at: AwareDatetime | None = None
+    at: Moment | None = None
 
 
 ConsentKind = Literal[
@@ -81,8 +108,8 @@ class CardBatchCreate(Strict):
 class AccrualCreate(Strict):
     points: Points
     reason: ShortText | None = None
-    available_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = None
+    available_at: Moment | None = None
+    expires_at: Moment | None = None
     pending_days: Annotated[int, Field(ge=0, le=365)] | None = None
     currency: Annotated[str, StringConstraints(max_length=16)] | None = None
 
@@ -97,8 +124,8 @@ class RedemptionCreate(Strict):
 class AdjustmentCreate(Strict):
     points: SignedPoints
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
-    available_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = None
+    available_at: Moment | None = None
+    expires_at: Moment | None = None
     currency: Annotated[str, StringConstraints(max_length=16)] | None = None
 
 
@@ -144,7 +171,7 @@ class TenantPatch(Strict):
     hold_ttl_seconds: Annotated[int, Field(ge=10, le=7 * 86400)] | None = None
     qr_window_seconds: Annotated[int, Field(ge=10, le=3600)] | None = None
     card_scheme: Literal["ean13", "luhn"] | None = None
-    card_prefix: Annotated[str, StringConstraints(pattern=r"^\d{1,6}$")] | None = None
+    card_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}$")] | None = None
 
 
 # ---- responses ---------------------------------------------------------------------------

@@ -220,7 +220,7 @@ class MemberService:
         errors.raise_if_any()
         self._check_unique(uow, tenant.id, values, None)
         member_id = new_id()
-        row = {
+        row: dict[str, Any] = {
             "id": member_id, "tenant_id": tenant.id, "phone": None, "email": None, "name": None,
             "birth_year": None, "birth_month": None, "birth_day": None, "external_id": None,
             "attributes": {}, "consents": {}, "status": "active", "block_reason": None,
@@ -299,7 +299,7 @@ class MemberService:
         with self.uow_factory(write=False) as uow:
             return self._view(uow, actor.tenant_id, member_id)
 
-    def list(
+    def search(
         self, actor: Actor, filters: dict[str, str], after: uuid.UUID | None, limit: int
     ) -> list[MemberView]:
         with self.uow_factory(write=False) as uow:

@@ -148,6 +148,13 @@ class TenantService:
         _validate_tenant_settings(values, errors)
         errors.raise_if_any()
         with self.uow_factory(write=True) as uow:
+            current = uow.directory.tenant(actor.tenant_id)
+            if (current is not None and "card_scheme" in values
+                    and values["card_scheme"] != current["card_scheme"]
+                    and uow.directory.has_cards(actor.tenant_id)):
+                # Existing numbers carry the old check digit: they would all stop scanning.
+                raise Conflict("The card number scheme cannot change once cards exist.",
+                               code="card_scheme_locked")
             if values:
                 uow.directory.update_tenant(actor.tenant_id, values)
                 uow.cache.drop(("tenant", actor.tenant_id))

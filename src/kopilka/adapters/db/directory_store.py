@@ -222,6 +222,11 @@ class SqlDirectoryStore:
         ).scalars()
         return set(rows)
 
+    def has_cards(self, tenant_id: uuid.UUID) -> bool:
+        return self.conn.execute(
+            sa.select(cards.c.id).where(cards.c.tenant_id == tenant_id).limit(1)
+        ).first() is not None
+
     def cards_of(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> list[Row]:
         rows = self.conn.execute(
             sa.select(cards)

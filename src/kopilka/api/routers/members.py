@@ -57,11 +57,13 @@ def enroll_member(
 
 @router.get("", response_model=MemberPage, operation_id="listMembers")
 def list_members(
-    phone: str | None = Query(default=None, max_length=32),
-    card: str | None = Query(default=None, max_length=32),
-    email: str | None = Query(default=None, max_length=320),
-    external_id: str | None = Query(default=None, max_length=128),
-    member_status: str | None = Query(default=None, alias="status", max_length=16),
+    # min_length=1: an empty filter must not turn into "IS NULL" (members without a phone).
+    phone: str | None = Query(default=None, min_length=1, max_length=32),
+    card: str | None = Query(default=None, min_length=1, max_length=32),
+    email: str | None = Query(default=None, min_length=1, max_length=320),
+    external_id: str | None = Query(default=None, min_length=1, max_length=128),
+    member_status: str | None = Query(default=None, alias="status", min_length=1,
+                                      max_length=16),
     cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT,
     actor: Actor = Depends(ANY_ROLE),
@@ -70,7 +72,7 @@ def list_members(
     filters = {k: v for k, v in {"phone": phone, "card": card, "email": email,
                                  "external_id": external_id, "status": member_status}.items()
                if v is not None}
-    items = c.members.list(actor, filters, decode_cursor(cursor), limit + 1)
+    items = c.members.search(actor, filters, decode_cursor(cursor), limit + 1)
     more = len(items) > limit
     items = items[:limit]
     return MemberPage(items=items,
