@@ -25,6 +25,7 @@ from kopilka.adapters.db.schema import upgrade
 from kopilka.adapters.db.tables import metadata
 from kopilka.api.app import create_app
 from kopilka.bootstrap import Container, bootstrap
+from kopilka.logging import configure_logging
 from kopilka.services.context import Actor, Role
 from kopilka.settings import Settings
 from kopilka.testing import FakeClock
@@ -45,6 +46,11 @@ def _pg_reachable() -> str | None:
     except Exception as exc:  # any failure to connect means "no PostgreSQL here"
         return str(exc).splitlines()[0]
     return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # JSON lines as in production (no rich tracebacks full of local variables), and quiet.
+    configure_logging("WARNING", json_lines=True)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -390,9 +390,6 @@ def test_capture_after_the_hold_expired_is_refused_even_before_the_job(
     assert_problem(r, 409, "hold_expired")
 
 
-@pytest.mark.xfail(reason="BUG: LedgerService.balance/redeem/get_hold keep a hold past its "
-                          "expires_at as active and its points held until the job releases "
-                          "it, though capture already refuses it as expired", strict=True)
 def test_points_of_an_expired_hold_come_back_before_the_job(
     client: TestClient, merchant: Merchant, member: str, clock: FakeClock
 ) -> None:
@@ -401,8 +398,8 @@ def test_points_of_an_expired_hold_come_back_before_the_job(
     clock.advance(seconds=61)
     assert ok(client.get(f"/v1/holds/{h['id']}", headers=merchant.headers()))["status"] != "active"
     bal = balance(client, merchant, member)
-    assert (bal["available"], bal["held"]) == (100, 0)  # actual: (60, 40)
-    redeem(client, merchant, member, 100)  # actual: 422 insufficient_points
+    assert (bal["available"], bal["held"]) == (100, 0)
+    redeem(client, merchant, member, 100)
 
 
 # ---- reversals -----------------------------------------------------------------------------

@@ -380,7 +380,7 @@ class LedgerService:
             hold = uow.ledger.get_hold(actor.tenant_id, hold_id, lock=False)
             if hold is None:
                 raise NotFound("Hold not found.", code="hold_not_found")
-            return _hold_view(hold.__dict__)
+            return _hold_view(hold.__dict__, self.clock.now())
 
     # ---- reversals ---------------------------------------------------------------------
     def reverse(
@@ -518,7 +518,8 @@ class LedgerService:
             cur = currency or tenant.points_currency
             accounts = uow.ledger.lock_member_accounts(tenant.id, member_id, cur, lock=False)
             lots = uow.ledger.open_lots(tenant.id, member_id, cur)
-            return balance_view(tenant, member_id, cur, accounts, lots, now)
+            returning = lapsed_hold_points(uow, tenant.id, member_id, cur, accounts, now)
+            return balance_view(tenant, member_id, cur, accounts, lots, now, returning)
 
     def transaction(self, actor: Actor, transaction_id: uuid.UUID) -> TransactionView:
         with self.uow_factory(write=False) as uow:
@@ -592,18 +593,42 @@ def _details(params: dict[str, Any]) -> dict[str, Any]:
     return {k: params[k] for k in ("program", "version", "rules") if k in params}
 
 
-def _hold_view(row: dict[str, Any]) -> HoldView:
+def _hold_view(row: dict[str, Any], now: datetime | None = None) -> HoldView:
+    status = row["status"]
+    if status == "active" and now is not None and row["expires_at"] <= now:
+        status = "expired"  # lapsed: the points are free again, whether or not the job ran
     return HoldView(
         id=row["id"], member_id=row["member_id"], currency=row["currency"],
-        amount=row["amount"], captured=row["captured"], status=row["status"],
+        amount=row["amount"], captured=row["captured"], status=status,
         reference=row["reference"], expires_at=row["expires_at"], created_at=row["created_at"],
         closed_at=row["closed_at"],
     )
 
 
+def lapsed_hold_points(
+    uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str,
+    accounts: dict[AccountKind, Any], now: datetime,
+) -> tuple[int, int]:
+    """(points coming back to spendable lots, points no longer held) from holds whose time
+    is up but which the job has not released yet."""
+    hold_account = accounts.get(AccountKind.HOLD)
+    if hold_account is None or hold_account.balance <= 0:
+        return 0, 0
+    back = unheld = 0
+    for hold in uow.ledger.lapsed_holds(tenant_id, member_id, currency, now):
+        unheld += hold.amount
+        net = uow.ledger.net_taken_by_origin(tenant_id, hold.hold_transaction_id)
+        found = {lot.id: lot for lot in uow.ledger.lots_by_id(tenant_id, [i for i, _ in net])}
+        for lot_id, amount in net:
+            lot = found.get(lot_id)
+            if lot is not None and (lot.expires_at is None or lot.expires_at > now):
+                back += amount
+    return back, unheld
+
+
 def balance_view(
     tenant: Tenant, member_id: uuid.UUID, currency: str, accounts: dict[AccountKind, Any],
-    lots: list[Any], now: datetime,
+    lots: list[Any], now: datetime, returning: tuple[int, int] = (0, 0),
 ) -> BalanceView:
     """Project balances from lots as of ``now``; equal to the cached balances once the
     clock's work has run."""
@@ -633,9 +658,13 @@ def balance_view(
             # The last day the points can be used, in the tenant's calendar.
             last_day = (lot.expires_at - timedelta(microseconds=1)).astimezone(tz).date()
             expiring[last_day] += remaining
+    back, unheld = returning  # lapsed holds: their points pay any debt first
+    paid_back = min(debt, back)
+    debt -= paid_back
+    available += back - paid_back
     return BalanceView(
         member_id=member_id, currency=currency, available=available, pending=pending,
-        held=hold.balance if hold else 0, debt=debt,
+        held=(hold.balance if hold else 0) - unheld, debt=debt,
         expiring_soon=[ExpiringAmount(on=d, amount=a) for d, a in sorted(expiring.items())],
         next_pending=[ExpiringAmount(on=d, amount=a) for d, a in sorted(upcoming.items())],
         as_of=now,

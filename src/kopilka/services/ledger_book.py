@@ -128,8 +128,9 @@ class MemberBook:
 
     # ---- the clock's work --------------------------------------------------------------
     def settle(self) -> list[NewTransaction]:
-        """Activate pending lots and expire lots that the clock has made due."""
-        made: list[NewTransaction] = []
+        """Release lapsed holds, then activate pending lots and expire lots that the clock
+        has made due."""
+        made: list[NewTransaction] = self.release_lapsed_holds()
         due = due_transitions(list(self.plan.lots.values()), self.now)
         for lot in sorted(due.expire, key=lambda item: (item.expires_at or self.now, item.id)):
             account = self.pending if lot.status is LotStatus.PENDING else self.wallet
@@ -163,6 +164,22 @@ class MemberBook:
                 made.append(txn)
             self.plan.set_lot_status(lot.id, LotStatus.ACTIVE)
             self._pay_debt_from(lot.id, lot.remaining, txn.id, balance_before=self.wallet.balance - lot.remaining)
+        return made
+
+    def release_lapsed_holds(self) -> list[NewTransaction]:
+        """Holds past their time give their points back before anything else is decided,
+        so the member never waits for the job to spend them."""
+        if self.accounts.get(AccountKind.HOLD) is None or self.hold_account.balance <= 0:
+            return []  # nothing is held: no query needed
+        made = []
+        for hold in self.uow.ledger.lapsed_holds(self.tenant.id, self.member_id, self.currency,
+                                                 self.now):
+            txn = self.new_txn(TxnKind.RELEASE, hold.amount, source_type="hold",
+                               source_id=str(hold.id), reverses_id=hold.hold_transaction_id,
+                               params={"expired": True})
+            self.restore(txn, hold.amount, self.hold_account.id, hold.hold_transaction_id)
+            self.uow.ledger.close_hold(self.tenant.id, hold.id, "expired", 0, self.now)
+            made.append(txn)
         return made
 
     def _pay_debt_from(

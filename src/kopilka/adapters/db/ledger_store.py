@@ -384,6 +384,21 @@ class SqlLedgerStore:
             .values(status=status, captured=captured, closed_at=at)
         )
 
+    def lapsed_holds(
+        self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str, now: datetime
+    ) -> list[HoldRow]:
+        """Holds still marked active whose time is up: their points are the member's again."""
+        rows = self.conn.execute(
+            sa.select(holds).where(
+                holds.c.tenant_id == tenant_id,
+                holds.c.member_id == member_id,
+                holds.c.currency == currency,
+                holds.c.status == "active",
+                holds.c.expires_at <= now,
+            ).order_by(holds.c.id)
+        )
+        return [HoldRow(**{c: getattr(r, c) for c in HoldRow.__dataclass_fields__}) for r in rows]
+
     def active_holds_of(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> int:
         return int(
             self.conn.execute(
