@@ -110,16 +110,16 @@ def empty_tables(engine: Engine) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+def engine(request: pytest.FixtureRequest) -> Engine:
     """An empty, migrated database: SQLite, then PostgreSQL."""
     if request.param == "postgresql":
-        eng = request.getfixturevalue("pg_engine")
+        eng: Engine = request.getfixturevalue("pg_engine")
     else:
         if request.node.get_closest_marker("postgres_only"):
             pytest.skip("PostgreSQL only")
         eng = request.getfixturevalue("sqlite_engine")
     empty_tables(eng)
-    yield eng
+    return eng
 
 
 @pytest.fixture
@@ -128,9 +128,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def container(engine: Engine, clock: FakeClock) -> Iterator[Container]:
+def container(engine: Engine, clock: FakeClock) -> Container:
     settings = Settings(database_url=engine.url.render_as_string(hide_password=False))
-    yield bootstrap(settings, clock=clock, engine=engine)
+    return bootstrap(settings, clock=clock, engine=engine)
 
 
 @dataclass

@@ -62,18 +62,23 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
     another test has emptied the database, or when a test wrote anything to it.
     """
     engine: Engine = request.getfixturevalue(
-        "pg_engine" if request.param == "postgresql" else "sqlite_engine")
+        "pg_engine" if request.param == "postgresql" else "sqlite_engine"
+    )
     found = _PAIRS.get(request.param)
     if found is None or not _still_there(found):
         delete_all(engine)
         container = bootstrap(
             Settings(database_url=engine.url.render_as_string(hide_password=False)),
-            clock=FakeClock(), engine=engine)
+            clock=FakeClock(),
+            engine=engine,
+        )
         client = TestClient(create_app(container), raise_server_exceptions=False)
-        a = build_world(client, make_merchant(container, "Coffee One"), serial_base=1000,
-                        phone="+79161234567")
-        b = build_world(client, make_merchant(container, "Rival Two"), serial_base=5000,
-                        phone="+79167654321")
+        a = build_world(
+            client, make_merchant(container, "Coffee One"), serial_base=1000, phone="+79161234567"
+        )
+        b = build_world(
+            client, make_merchant(container, "Rival Two"), serial_base=5000, phone="+79167654321"
+        )
         found = _PAIRS[request.param] = Pair(client, engine, a, b, writes(engine))
     yield found
     if writes(engine) != found.rows:

@@ -53,22 +53,30 @@ def ok(r: httpx.Response, status: int = 200) -> Any:
 
 
 def enrol(client: TestClient, m: Merchant, role: str = "pos", **fields: Any) -> dict[str, Any]:
-    result: dict[str, Any] = ok(client.post("/v1/members", headers=m.headers(role), json=fields),
-                                201)
+    result: dict[str, Any] = ok(
+        client.post("/v1/members", headers=m.headers(role), json=fields), 201
+    )
     return result
 
 
-def accrue(client: TestClient, m: Merchant, member_id: str, points: int,
-           **fields: Any) -> dict[str, Any]:
-    result: dict[str, Any] = ok(client.post(f"/v1/members/{member_id}/accruals",
-                                            headers=m.headers(), json={"points": points,
-                                                                       **fields}), 201)
+def accrue(
+    client: TestClient, m: Merchant, member_id: str, points: int, **fields: Any
+) -> dict[str, Any]:
+    result: dict[str, Any] = ok(
+        client.post(
+            f"/v1/members/{member_id}/accruals",
+            headers=m.headers(),
+            json={"points": points, **fields},
+        ),
+        201,
+    )
     return result
 
 
 def balance(client: TestClient, m: Merchant, member_id: str) -> dict[str, Any]:
-    result: dict[str, Any] = ok(client.get(f"/v1/members/{member_id}/balance",
-                                           headers=m.headers("readonly")))
+    result: dict[str, Any] = ok(
+        client.get(f"/v1/members/{member_id}/balance", headers=m.headers("readonly"))
+    )
     return result
 
 
@@ -134,27 +142,80 @@ def build_world(client: TestClient, m: Merchant, *, serial_base: int, phone: str
     member = enrol(client, m, phone=phone, name="Main")
     other = enrol(client, m, name="Other")
     numbers = [card(serial_base + i) for i in range(3)]
-    ok(client.post("/v1/card-batches", headers=m.headers(),
-                   json={"name": f"batch-{serial_base}", "numbers": numbers}), 201)
+    ok(
+        client.post(
+            "/v1/card-batches",
+            headers=m.headers(),
+            json={"name": f"batch-{serial_base}", "numbers": numbers},
+        ),
+        201,
+    )
     txn = accrue(client, m, member["id"], 500)["transactions"][0]["id"]
-    hold = ok(client.post(f"/v1/members/{member['id']}/holds", headers=m.headers("pos"),
-                          json={"points": 50}), 201)["hold"]["id"]
-    key = ok(client.post("/v1/api-keys", headers=m.headers(),
-                         json={"role": "readonly", "name": "spare"}), 201)
+    hold = ok(
+        client.post(
+            f"/v1/members/{member['id']}/holds", headers=m.headers("pos"), json={"points": 50}
+        ),
+        201,
+    )["hold"]["id"]
+    key = ok(
+        client.post(
+            "/v1/api-keys", headers=m.headers(), json={"role": "readonly", "name": "spare"}
+        ),
+        201,
+    )
     number = member["cards"][0]["number"]
     token = ok(client.get(f"/v1/cards/{number}/qr", headers=m.headers("pos")))["token"]
     code, sku = f"prog-{serial_base}", f"SKU-{serial_base}"
     for program in (code, f"{code}-spare"):
-        ok(client.put(f"/v1/programs/{program}", headers=m.headers(), json={"document": {
-            "type": "bonus", "rules": [{"id": "base", "effects": [{"points_percent": 5}]}]}}))
-    ok(client.put("/v1/products", headers=m.headers(),
-                  json={"products": [{"sku": sku, "name": "Latte", "price": 25000}]}))
-    receipt = ok(client.post("/v1/purchases", headers=m.headers("pos"), json={
-        "member": {"id": member["id"]}, "receipt_number": f"R-{serial_base}",
-        "lines": [{"sku": sku, "qty": 1, "price": 25000}]}), 201)["receipt"]["id"]
-    return World(m, member["id"], other["id"], member["phone"], number, numbers[0], numbers[1],
-                 txn, hold, key["id"], key["key"], token, code, f"{code}-spare", sku,
-                 receipt)
+        ok(
+            client.put(
+                f"/v1/programs/{program}",
+                headers=m.headers(),
+                json={
+                    "document": {
+                        "type": "bonus",
+                        "rules": [{"id": "base", "effects": [{"points_percent": 5}]}],
+                    }
+                },
+            )
+        )
+    ok(
+        client.put(
+            "/v1/products",
+            headers=m.headers(),
+            json={"products": [{"sku": sku, "name": "Latte", "price": 25000}]},
+        )
+    )
+    receipt = ok(
+        client.post(
+            "/v1/purchases",
+            headers=m.headers("pos"),
+            json={
+                "member": {"id": member["id"]},
+                "receipt_number": f"R-{serial_base}",
+                "lines": [{"sku": sku, "qty": 1, "price": 25000}],
+            },
+        ),
+        201,
+    )["receipt"]["id"]
+    return World(
+        m,
+        member["id"],
+        other["id"],
+        member["phone"],
+        number,
+        numbers[0],
+        numbers[1],
+        txn,
+        hold,
+        key["id"],
+        key["key"],
+        token,
+        code,
+        f"{code}-spare",
+        sku,
+        receipt,
+    )
 
 
 @dataclass

@@ -22,8 +22,11 @@ ANY = frozenset({"admin", "pos", "readonly"})
 PUBLIC: frozenset[str] = frozenset()
 ROLES = ("admin", "pos", "readonly")
 
-PROGRAM = {"type": "bonus", "name": {"ru": "Бонусы", "en": "Bonus"},
-           "rules": [{"id": "base", "name": "Base 5%", "effects": [{"points_percent": 5}]}]}
+PROGRAM = {
+    "type": "bonus",
+    "name": {"ru": "Бонусы", "en": "Bonus"},
+    "rules": [{"id": "base", "name": "Base 5%", "effects": [{"points_percent": 5}]}],
+}
 LINES = [{"sku": "LATTE", "qty": 1, "price": 25000, "category": "drinks/coffee"}]
 
 
@@ -45,17 +48,20 @@ ROUTES: dict[str, Route] = {
     "blockMember": Route("POST", "/v1/members/{member_id}/block", ADMIN, {}),
     "unblockMember": Route("POST", "/v1/members/{member_id}/unblock", ADMIN),
     "eraseMember": Route("POST", "/v1/members/{member_id}/erase", ADMIN),
-    "mergeMembers": Route("POST", "/v1/members/{member_id}/merge", ADMIN,
-                          {"duplicate_id": str(uuid.UUID(int=1))}),
+    "mergeMembers": Route(
+        "POST", "/v1/members/{member_id}/merge", ADMIN, {"duplicate_id": str(uuid.UUID(int=1))}
+    ),
     "getMemberAuditTrail": Route("GET", "/v1/members/{member_id}/audit", ANY),
     "issueVirtualCard": Route("POST", "/v1/members/{member_id}/cards", TILL),
     # cards
     "lookupMember": Route("GET", "/v1/cards/lookup", ANY),
-    "registerCardBatch": Route("POST", "/v1/card-batches", ADMIN,
-                               {"name": "b", "numbers": [card(1)]}),
+    "registerCardBatch": Route(
+        "POST", "/v1/card-batches", ADMIN, {"name": "b", "numbers": [card(1)]}
+    ),
     "getCard": Route("GET", "/v1/cards/{number}", ANY),
-    "bindCard": Route("POST", "/v1/cards/{number}/bind", TILL,
-                      {"member_id": str(uuid.UUID(int=1))}),
+    "bindCard": Route(
+        "POST", "/v1/cards/{number}/bind", TILL, {"member_id": str(uuid.UUID(int=1))}
+    ),
     "blockCard": Route("POST", "/v1/cards/{number}/block", TILL),
     "unblockCard": Route("POST", "/v1/cards/{number}/unblock", ADMIN),
     "replaceCard": Route("POST", "/v1/cards/{number}/replace", TILL, {}),
@@ -65,15 +71,17 @@ ROUTES: dict[str, Route] = {
     "getMemberLedger": Route("GET", "/v1/members/{member_id}/ledger", ANY),
     "accruePoints": Route("POST", "/v1/members/{member_id}/accruals", ADMIN, {"points": 1}),
     "redeemPoints": Route("POST", "/v1/members/{member_id}/redemptions", TILL, {"points": 1}),
-    "adjustPoints": Route("POST", "/v1/members/{member_id}/adjustments", ADMIN,
-                          {"points": 1, "reason": "r"}),
+    "adjustPoints": Route(
+        "POST", "/v1/members/{member_id}/adjustments", ADMIN, {"points": 1, "reason": "r"}
+    ),
     "holdPoints": Route("POST", "/v1/members/{member_id}/holds", TILL, {"points": 1}),
     "getHold": Route("GET", "/v1/holds/{hold_id}", ANY),
     "captureHold": Route("POST", "/v1/holds/{hold_id}/capture", TILL, {}),
     "releaseHold": Route("POST", "/v1/holds/{hold_id}/release", TILL),
     "getTransaction": Route("GET", "/v1/ledger/transactions/{transaction_id}", ANY),
-    "reverseTransaction": Route("POST", "/v1/ledger/transactions/{transaction_id}/reversals",
-                                ADMIN, {}),
+    "reverseTransaction": Route(
+        "POST", "/v1/ledger/transactions/{transaction_id}/reversals", ADMIN, {}
+    ),
     # set-up
     "getTenant": Route("GET", "/v1/tenant", ADMIN),
     "updateTenant": Route("PATCH", "/v1/tenant", ADMIN, {"locale": "en"}),
@@ -84,29 +92,34 @@ ROUTES: dict[str, Route] = {
     "revokeApiKey": Route("DELETE", "/v1/api-keys/{api_key_id}", ADMIN),
     # programs and catalogue
     "publishProgram": Route("PUT", "/v1/programs/{code}", ADMIN, {"document": PROGRAM}),
-    "validateProgram": Route("POST", "/v1/programs/{code}/validate", ADMIN,
-                             {"document": PROGRAM}),
+    "validateProgram": Route("POST", "/v1/programs/{code}/validate", ADMIN, {"document": PROGRAM}),
     "listPrograms": Route("GET", "/v1/programs", ANY),
     "getProgram": Route("GET", "/v1/programs/{code}", ANY),
     "upsertProducts": Route("PUT", "/v1/products", ADMIN, {"products": [{"sku": "S1"}]}),
     "listProducts": Route("GET", "/v1/products", ANY),
     # the till
     "calculatePurchase": Route("POST", "/v1/purchases/calculate", TILL, {"lines": LINES}),
-    "confirmPurchase": Route("POST", "/v1/purchases", TILL,
-                             {"lines": LINES, "receipt_number": "R-1"}),
+    "confirmPurchase": Route(
+        "POST", "/v1/purchases", TILL, {"lines": LINES, "receipt_number": "R-1"}
+    ),
     "confirmHeldPurchase": Route("POST", "/v1/purchases/{receipt_id}/confirm", TILL),
     "voidPurchase": Route("POST", "/v1/purchases/{receipt_id}/void", TILL),
-    "refundPurchase": Route("POST", "/v1/purchases/{receipt_id}/refunds", TILL,
-                            {"refund_number": "RF-1"}),
+    "refundPurchase": Route(
+        "POST", "/v1/purchases/{receipt_id}/refunds", TILL, {"refund_number": "RF-1"}
+    ),
     "cancelPurchase": Route("POST", "/v1/purchases/{receipt_id}/cancel", TILL),
     "getPurchase": Route("GET", "/v1/purchases/{receipt_id}", ANY),
     "listMemberPurchases": Route("GET", "/v1/members/{member_id}/purchases", ANY),
 }
 
 SAMPLE_PATH_VALUES = {
-    "member_id": str(uuid.UUID(int=2)), "hold_id": str(uuid.UUID(int=3)),
-    "transaction_id": str(uuid.UUID(int=4)), "api_key_id": str(uuid.UUID(int=5)),
-    "receipt_id": str(uuid.UUID(int=6)), "number": card(2), "code": "main",
+    "member_id": str(uuid.UUID(int=2)),
+    "hold_id": str(uuid.UUID(int=3)),
+    "transaction_id": str(uuid.UUID(int=4)),
+    "api_key_id": str(uuid.UUID(int=5)),
+    "receipt_id": str(uuid.UUID(int=6)),
+    "number": card(2),
+    "code": "main",
 }
 _PARAM = re.compile(r"{(\w+)}")
 

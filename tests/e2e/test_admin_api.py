@@ -24,57 +24,82 @@ def test_get_tenant(client: TestClient, merchant: Merchant) -> None:
 
 
 def test_patch_tenant_settings(client: TestClient, merchant: Merchant) -> None:
-    change = {"locale": "en", "timezone": "Asia/Yekaterinburg", "pending_days": 3,
-              "expiry_policy": {"kind": "rolling", "days": 30}, "allow_debt": True,
-              "hold_ttl_seconds": 120, "qr_window_seconds": 30}
+    change = {
+        "locale": "en",
+        "timezone": "Asia/Yekaterinburg",
+        "pending_days": 3,
+        "expiry_policy": {"kind": "rolling", "days": 30},
+        "allow_debt": True,
+        "hold_ttl_seconds": 120,
+        "qr_window_seconds": 30,
+    }
     t = ok(client.patch("/v1/tenant", headers=merchant.headers(), json=change))
     for key, value in change.items():
         assert t[key] == value, key
     assert ok(client.get("/v1/tenant", headers=merchant.headers())) == t
     # null means "leave as is"; an empty patch changes nothing.
-    assert ok(client.patch("/v1/tenant", headers=merchant.headers(),
-                           json={"timezone": None})) == t
+    assert ok(client.patch("/v1/tenant", headers=merchant.headers(), json={"timezone": None})) == t
     assert ok(client.patch("/v1/tenant", headers=merchant.headers(), json={})) == t
 
 
 def test_tenant_settings_take_effect(client: TestClient, merchant: Merchant) -> None:
-    ok(client.patch("/v1/tenant", headers=merchant.headers(),
-                    json={"expiry_policy": {"kind": "rolling", "days": 30}, "card_prefix": "77",
-                          "hold_ttl_seconds": 120}))
+    ok(
+        client.patch(
+            "/v1/tenant",
+            headers=merchant.headers(),
+            json={
+                "expiry_policy": {"kind": "rolling", "days": 30},
+                "card_prefix": "77",
+                "hold_ttl_seconds": 120,
+            },
+        )
+    )
     m = enrol(client, merchant)
     assert m["cards"][0]["number"].startswith("77")
     txn = accrue(client, merchant, m["id"], 10)["transactions"][0]
     assert "expire on 2026-02-14" in txn["description"]["en"]  # the last usable day
-    held = ok(client.post(f"/v1/members/{m['id']}/holds", headers=merchant.headers(),
-                          json={"points": 1}), 201)
+    held = ok(
+        client.post(f"/v1/members/{m['id']}/holds", headers=merchant.headers(), json={"points": 1}),
+        201,
+    )
     assert held["hold"]["expires_at"] == "2026-01-15T09:02:00Z"
 
 
-@pytest.mark.parametrize(("body", "path", "code"), [
-    ({"timezone": "Mars/Olympus"}, ["timezone"], "invalid_timezone"),
-    ({"timezone": ""}, ["timezone"], "invalid_timezone"),
-    ({"timezone": "../../etc/passwd"}, ["timezone"], "invalid_timezone"),
-    ({"expiry_policy": {"kind": "rolling", "days": 0}}, ["expiry_policy"],
-     "invalid_expiry_policy"),
-    ({"expiry_policy": {"kind": "bogus"}}, ["expiry_policy"], "invalid_expiry_policy"),
-    ({"locale": "de"}, ["body", "locale"], "literal_error"),
-    ({"pending_days": -1}, ["body", "pending_days"], "greater_than_equal"),
-    ({"hold_ttl_seconds": 10**30}, ["body", "hold_ttl_seconds"], "less_than_equal"),
-    ({"card_scheme": "visa"}, ["body", "card_scheme"], "literal_error"),
-    ({"card_prefix": "1234567"}, ["body", "card_prefix"], "string_pattern_mismatch"),
-    ({"name": "renamed"}, ["body", "name"], "unknown_field"),
-    ({"qr_secret": "x"}, ["body", "qr_secret"], "unknown_field"),
-])
+@pytest.mark.parametrize(
+    ("body", "path", "code"),
+    [
+        ({"timezone": "Mars/Olympus"}, ["timezone"], "invalid_timezone"),
+        ({"timezone": ""}, ["timezone"], "invalid_timezone"),
+        ({"timezone": "../../etc/passwd"}, ["timezone"], "invalid_timezone"),
+        (
+            {"expiry_policy": {"kind": "rolling", "days": 0}},
+            ["expiry_policy"],
+            "invalid_expiry_policy",
+        ),
+        ({"expiry_policy": {"kind": "bogus"}}, ["expiry_policy"], "invalid_expiry_policy"),
+        ({"locale": "de"}, ["body", "locale"], "literal_error"),
+        ({"pending_days": -1}, ["body", "pending_days"], "greater_than_equal"),
+        ({"hold_ttl_seconds": 10**30}, ["body", "hold_ttl_seconds"], "less_than_equal"),
+        ({"card_scheme": "visa"}, ["body", "card_scheme"], "literal_error"),
+        ({"card_prefix": "1234567"}, ["body", "card_prefix"], "string_pattern_mismatch"),
+        ({"name": "renamed"}, ["body", "name"], "unknown_field"),
+        ({"qr_secret": "x"}, ["body", "qr_secret"], "unknown_field"),
+    ],
+)
 def test_patch_tenant_refusals(
-    client: TestClient, merchant: Merchant, container: Container,
-    body: dict[str, Any], path: list[str], code: str,
+    client: TestClient,
+    merchant: Merchant,
+    container: Container,
+    body: dict[str, Any],
+    path: list[str],
+    code: str,
 ) -> None:
     before = ok(client.get("/v1/tenant", headers=merchant.headers()))
     rows = writes(container.engine)
-    problem = assert_problem(client.patch("/v1/tenant", headers=merchant.headers(), json=body),
-                             422)
+    problem = assert_problem(client.patch("/v1/tenant", headers=merchant.headers(), json=body), 422)
     assert {"path": path, "code": code} in [
-        {"path": e["path"], "code": e["code"]} for e in problem["errors"]], problem
+        {"path": e["path"], "code": e["code"]} for e in problem["errors"]
+    ], problem
     assert ok(client.get("/v1/tenant", headers=merchant.headers())) == before
     assert writes(container.engine) == rows
 
@@ -94,30 +119,50 @@ def test_card_scheme_is_locked_once_cards_exist(client: TestClient, merchant: Me
 def test_outlets(client: TestClient, merchant: Merchant) -> None:
     h = merchant.headers()
     assert [o["code"] for o in ok(client.get("/v1/outlets", headers=h))] == ["OUT-1"]
-    made = ok(client.post("/v1/outlets", headers=h,
-                          json={"code": "EKB_2", "name": "Yekaterinburg", "region": "Ural",
-                                "timezone": "Asia/Yekaterinburg",
-                                "tags": ["mall", "24h", "mall"]}), 201)
+    made = ok(
+        client.post(
+            "/v1/outlets",
+            headers=h,
+            json={
+                "code": "EKB_2",
+                "name": "Yekaterinburg",
+                "region": "Ural",
+                "timezone": "Asia/Yekaterinburg",
+                "tags": ["mall", "24h", "mall"],
+            },
+        ),
+        201,
+    )
     assert made["tags"] == ["24h", "mall"]
     assert made["timezone"] == "Asia/Yekaterinburg"
     plain = ok(client.post("/v1/outlets", headers=h, json={"code": "MSK-3"}), 201)
     assert plain["name"] == "MSK-3"
     assert plain["timezone"] == "Europe/Moscow"
     assert [o["code"] for o in ok(client.get("/v1/outlets", headers=h))] == [
-        "EKB_2", "MSK-3", "OUT-1"]
+        "EKB_2",
+        "MSK-3",
+        "OUT-1",
+    ]
 
 
-@pytest.mark.parametrize(("body", "status", "code"), [
-    ({"code": "OUT-1"}, 409, "outlet_exists"),
-    ({"code": "two words"}, 422, "validation_failed"),
-    ({"code": ""}, 422, "validation_failed"),
-    ({"code": "X", "timezone": "Nowhere/City"}, 422, "validation_failed"),
-    ({"code": "X", "tags": ["t"] * 51}, 422, "validation_failed"),
-    ({"code": "X", "extra": 1}, 422, "validation_failed"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"code": "OUT-1"}, 409, "outlet_exists"),
+        ({"code": "two words"}, 422, "validation_failed"),
+        ({"code": ""}, 422, "validation_failed"),
+        ({"code": "X", "timezone": "Nowhere/City"}, 422, "validation_failed"),
+        ({"code": "X", "tags": ["t"] * 51}, 422, "validation_failed"),
+        ({"code": "X", "extra": 1}, 422, "validation_failed"),
+    ],
+)
 def test_outlet_refusals(
-    client: TestClient, merchant: Merchant, container: Container,
-    body: dict[str, Any], status: int, code: str,
+    client: TestClient,
+    merchant: Merchant,
+    container: Container,
+    body: dict[str, Any],
+    status: int,
+    code: str,
 ) -> None:
     rows = writes(container.engine)
     assert_problem(client.post("/v1/outlets", headers=merchant.headers(), json=body), status, code)
@@ -129,8 +174,12 @@ def test_create_list_and_revoke_api_keys(
     client: TestClient, merchant: Merchant, clock: FakeClock
 ) -> None:
     h = merchant.headers()
-    made = ok(client.post("/v1/api-keys", headers=h,
-                          json={"role": "pos", "outlet": "OUT-1", "name": "till 2"}), 201)
+    made = ok(
+        client.post(
+            "/v1/api-keys", headers=h, json={"role": "pos", "outlet": "OUT-1", "name": "till 2"}
+        ),
+        201,
+    )
     assert made["role"] == "pos"
     assert made["name"] == "till 2"
     assert made["outlet_id"]
@@ -150,8 +199,11 @@ def test_create_list_and_revoke_api_keys(
     clock.advance(seconds=5)
     again = ok(client.delete(f"/v1/api-keys/{made['id']}", headers=h))
     assert again["revoked_at"] == "2026-01-15T09:00:05Z"
-    assert_problem(client.delete("/v1/api-keys/01900000-0000-7000-8000-000000000000",
-                                 headers=h), 404, "api_key_not_found")
+    assert_problem(
+        client.delete("/v1/api-keys/01900000-0000-7000-8000-000000000000", headers=h),
+        404,
+        "api_key_not_found",
+    )
 
 
 def test_a_key_can_be_sent_as_x_api_key(client: TestClient, merchant: Merchant) -> None:
@@ -182,20 +234,29 @@ def test_last_used_at_is_recorded_once_a_minute(
     assert last_used() == "2026-01-15T09:01:41Z"
 
 
-@pytest.mark.parametrize(("body", "status", "code", "path"), [
-    ({"role": "pos"}, 422, "validation_failed", ["outlet"]),
-    ({"role": "pos", "outlet": "NOPE"}, 404, "outlet_not_found", None),
-    ({"role": "admin", "outlet": "OUT-1"}, 422, "validation_failed", ["outlet"]),
-    ({"role": "root"}, 422, "validation_failed", ["body", "role"]),
-    ({}, 422, "validation_failed", ["body", "role"]),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "code", "path"),
+    [
+        ({"role": "pos"}, 422, "validation_failed", ["outlet"]),
+        ({"role": "pos", "outlet": "NOPE"}, 404, "outlet_not_found", None),
+        ({"role": "admin", "outlet": "OUT-1"}, 422, "validation_failed", ["outlet"]),
+        ({"role": "root"}, 422, "validation_failed", ["body", "role"]),
+        ({}, 422, "validation_failed", ["body", "role"]),
+    ],
+)
 def test_api_key_refusals(
-    client: TestClient, merchant: Merchant, container: Container,
-    body: dict[str, Any], status: int, code: str, path: list[str] | None,
+    client: TestClient,
+    merchant: Merchant,
+    container: Container,
+    body: dict[str, Any],
+    status: int,
+    code: str,
+    path: list[str] | None,
 ) -> None:
     rows = writes(container.engine)
-    problem = assert_problem(client.post("/v1/api-keys", headers=merchant.headers(), json=body),
-                             status, code)
+    problem = assert_problem(
+        client.post("/v1/api-keys", headers=merchant.headers(), json=body), status, code
+    )
     if path:
         assert path in error_paths(problem)
     assert writes(container.engine) == rows

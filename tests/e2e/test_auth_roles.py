@@ -38,17 +38,14 @@ def test_keys_and_roles_are_checked(pair: Pair, operation: str) -> None:
     r = call({})
     assert_problem(r, 401, "missing_api_key")
     assert r.headers["www-authenticate"] == "Bearer"
-    assert_problem(call({"Authorization": "Basic dXNlcjpwYXNz"}), 401,
-                   "missing_api_key")
+    assert_problem(call({"Authorization": "Basic dXNlcjpwYXNz"}), 401, "missing_api_key")
     real = merchant.admin_key
     wrong_secret = real[:-1] + ("B" if real.endswith("A") else "A")
     for bad in ("kp_000000000000_nope", "garbage", wrong_secret, real + "x", real + "_x"):
-        assert_problem(call({"Authorization": f"Bearer {bad}"}), 401,
-                       "invalid_api_key")
+        assert_problem(call({"Authorization": f"Bearer {bad}"}), 401, "invalid_api_key")
     assert_problem(call({"X-Api-Key": "kp_1_2"}), 401, "invalid_api_key")
     for role in sorted(set(ROLES) - route.roles):
-        body = assert_problem(call(merchant.headers(role)), 403,
-                              "role_not_allowed")
+        body = assert_problem(call(merchant.headers(role)), 403, "role_not_allowed")
         assert body["title"] == "Forbidden"
     assert writes(pair.engine) == before
 

@@ -37,8 +37,9 @@ def _member_with(client: TestClient, m: Merchant, points: int = 0) -> str:
 
 def _hold(client: TestClient, m: Merchant) -> str:
     member = _member_with(client, m, 100)
-    hold_id: str = ok(client.post(f"/v1/members/{member}/holds", headers=m.headers(),
-                                  json={"points": 40}), 201)["hold"]["id"]
+    hold_id: str = ok(
+        client.post(f"/v1/members/{member}/holds", headers=m.headers(), json={"points": 40}), 201
+    )["hold"]["id"]
     return hold_id
 
 
@@ -56,11 +57,21 @@ def _merge(client: TestClient, m: Merchant) -> Prepared:
 
 
 def _replace(client: TestClient, m: Merchant) -> Prepared:
-    ok(client.post("/v1/card-batches", headers=m.headers(),
-                   json={"name": "b", "numbers": [card(10), card(11)]}), 201)
+    ok(
+        client.post(
+            "/v1/card-batches",
+            headers=m.headers(),
+            json={"name": "b", "numbers": [card(10), card(11)]},
+        ),
+        201,
+    )
     number = enrol(client, m)["cards"][0]["number"]
-    return ("POST", f"/v1/cards/{number}/replace", {"new_number": card(10)},
-            {"new_number": card(11)})
+    return (
+        "POST",
+        f"/v1/cards/{number}/replace",
+        {"new_number": card(10)},
+        {"new_number": card(11)},
+    )
 
 
 def _accrue(client: TestClient, m: Merchant) -> Prepared:
@@ -75,14 +86,17 @@ def _redeem(client: TestClient, m: Merchant) -> Prepared:
 
 def _adjust(client: TestClient, m: Merchant) -> Prepared:
     member = _member_with(client, m, 100)
-    return ("POST", f"/v1/members/{member}/adjustments", {"points": -10, "reason": "r"},
-            {"points": -10, "reason": "other"})
+    return (
+        "POST",
+        f"/v1/members/{member}/adjustments",
+        {"points": -10, "reason": "r"},
+        {"points": -10, "reason": "other"},
+    )
 
 
 def _hold_points(client: TestClient, m: Merchant) -> Prepared:
     member = _member_with(client, m, 100)
-    return "POST", f"/v1/members/{member}/holds", {"points": 10}, {"points": 10,
-                                                                   "ttl_seconds": 60}
+    return "POST", f"/v1/members/{member}/holds", {"points": 10}, {"points": 10, "ttl_seconds": 60}
 
 
 def _capture(client: TestClient, m: Merchant) -> Prepared:
@@ -98,14 +112,21 @@ def _release(client: TestClient, m: Merchant) -> Prepared:
 def _reverse(client: TestClient, m: Merchant) -> Prepared:
     member = _member_with(client, m)
     txn = accrue(client, m, member, 100)["transactions"][0]["id"]
-    return ("POST", f"/v1/ledger/transactions/{txn}/reversals", {"points": 10},
-            {"points": 20})
+    return ("POST", f"/v1/ledger/transactions/{txn}/reversals", {"points": 10}, {"points": 20})
 
 
 CASES: dict[str, Setup] = {
-    "enrol": _enrol, "patch": _patch, "merge": _merge, "replace-card": _replace,
-    "accrue": _accrue, "redeem": _redeem, "adjust": _adjust, "hold": _hold_points,
-    "capture": _capture, "release": _release, "reverse": _reverse,
+    "enrol": _enrol,
+    "patch": _patch,
+    "merge": _merge,
+    "replace-card": _replace,
+    "accrue": _accrue,
+    "redeem": _redeem,
+    "adjust": _adjust,
+    "hold": _hold_points,
+    "capture": _capture,
+    "release": _release,
+    "reverse": _reverse,
 }
 
 
@@ -135,8 +156,12 @@ def test_one_accrual_for_two_identical_requests(
     member = _member_with(client, merchant)
     before = count(container.engine, "ledger_transactions")
     h = merchant.headers(**{"Idempotency-Key": "purchase-17"})
-    answers = [client.post(f"/v1/members/{member}/accruals", headers=h,
-                           json={"points": 250, "reason": "check 17"}) for _ in range(3)]
+    answers = [
+        client.post(
+            f"/v1/members/{member}/accruals", headers=h, json={"points": 250, "reason": "check 17"}
+        )
+        for _ in range(3)
+    ]
     assert {a.status_code for a in answers} == {201}
     assert answers[0].json() == answers[1].json() == answers[2].json()
     assert count(container.engine, "ledger_transactions") == before + 1
@@ -149,10 +174,16 @@ def test_a_key_is_scoped_to_the_tenant(
     """Two merchants may pick the same key: neither sees the other's answer."""
     a = _member_with(client, merchant)
     b = _member_with(client, other_merchant)
-    ra = client.post(f"/v1/members/{a}/accruals", json={"points": 5},
-                     headers=merchant.headers(**{"Idempotency-Key": "k1"}))
-    rb = client.post(f"/v1/members/{b}/accruals", json={"points": 5},
-                     headers=other_merchant.headers(**{"Idempotency-Key": "k1"}))
+    ra = client.post(
+        f"/v1/members/{a}/accruals",
+        json={"points": 5},
+        headers=merchant.headers(**{"Idempotency-Key": "k1"}),
+    )
+    rb = client.post(
+        f"/v1/members/{b}/accruals",
+        json={"points": 5},
+        headers=other_merchant.headers(**{"Idempotency-Key": "k1"}),
+    )
     assert ra.status_code == rb.status_code == 201
     assert ra.json()["transactions"][0]["member_id"] == a
     assert rb.json()["transactions"][0]["member_id"] == b
@@ -170,9 +201,7 @@ def test_a_key_used_on_another_operation_is_refused(
     assert writes(container.engine) == before
 
 
-def test_a_failed_request_does_not_burn_its_key(
-    client: TestClient, merchant: Merchant
-) -> None:
+def test_a_failed_request_does_not_burn_its_key(client: TestClient, merchant: Merchant) -> None:
     member = _member_with(client, merchant)
     h = merchant.headers(**{"Idempotency-Key": "retry-me"})
     url = f"/v1/members/{member}/redemptions"
@@ -193,18 +222,28 @@ def test_a_replay_answers_as_first_even_after_the_state_changed(
     assert again == first
 
 
-@pytest.mark.parametrize(("key", "code", "path"), [
-    ("", "invalid_idempotency_key", None),
-    ("k" * 256, "validation_failed", ["header", "Idempotency-Key"]),
-])
+@pytest.mark.parametrize(
+    ("key", "code", "path"),
+    [
+        ("", "invalid_idempotency_key", None),
+        ("k" * 256, "validation_failed", ["header", "Idempotency-Key"]),
+    ],
+)
 def test_bad_keys_are_refused(
-    client: TestClient, merchant: Merchant, container: Container, key: str, code: str,
+    client: TestClient,
+    merchant: Merchant,
+    container: Container,
+    key: str,
+    code: str,
     path: list[str] | None,
 ) -> None:
     member = _member_with(client, merchant)
     before = writes(container.engine)
-    r = client.post(f"/v1/members/{member}/accruals", json={"points": 7},
-                    headers=merchant.headers(**{"Idempotency-Key": key}))
+    r = client.post(
+        f"/v1/members/{member}/accruals",
+        json={"points": 7},
+        headers=merchant.headers(**{"Idempotency-Key": key}),
+    )
     body = assert_problem(r, 422, code)
     if path:
         assert path in error_paths(body)
@@ -215,22 +254,45 @@ def test_receipt_number_and_refund_number_are_natural_keys(
     client: TestClient, merchant: Merchant, container: Container
 ) -> None:
     member = _member_with(client, merchant)
-    ok(client.put("/v1/programs/base", headers=merchant.headers(), json={"document": {
-        "type": "bonus", "rules": [{"id": "base", "effects": [{"points_percent": 10}]}]}}))
-    body = {"member": {"id": member}, "receipt_number": "R-77",
-            "lines": [{"sku": "LATTE", "qty": 2, "price": 25000}]}
+    ok(
+        client.put(
+            "/v1/programs/base",
+            headers=merchant.headers(),
+            json={
+                "document": {
+                    "type": "bonus",
+                    "rules": [{"id": "base", "effects": [{"points_percent": 10}]}],
+                }
+            },
+        )
+    )
+    body = {
+        "member": {"id": member},
+        "receipt_number": "R-77",
+        "lines": [{"sku": "LATTE", "qty": 2, "price": 25000}],
+    }
     h = merchant.headers("pos")
     first = ok(client.post("/v1/purchases", headers=h, json=body), 201)
     after = writes(container.engine)
     assert ok(client.post("/v1/purchases", headers=h, json=body), 201) == first
     assert writes(container.engine) == after
     changed = {**body, "lines": [{"sku": "LATTE", "qty": 3, "price": 25000}]}
-    assert_problem(client.post("/v1/purchases", headers=h, json=changed), 409,
-                   "receipt_number_reused")
+    assert_problem(
+        client.post("/v1/purchases", headers=h, json=changed), 409, "receipt_number_reused"
+    )
     receipt = first["receipt"]["id"]
-    refund = ok(client.post(f"/v1/purchases/{receipt}/refunds", headers=h,
-                            json={"refund_number": "RF-1"}), 201)
+    refund = ok(
+        client.post(f"/v1/purchases/{receipt}/refunds", headers=h, json={"refund_number": "RF-1"}),
+        201,
+    )
     after = writes(container.engine)
-    assert ok(client.post(f"/v1/purchases/{receipt}/refunds", headers=h,
-                          json={"refund_number": "RF-1"}), 201) == refund
+    assert (
+        ok(
+            client.post(
+                f"/v1/purchases/{receipt}/refunds", headers=h, json={"refund_number": "RF-1"}
+            ),
+            201,
+        )
+        == refund
+    )
     assert writes(container.engine) == after

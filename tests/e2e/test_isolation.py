@@ -17,9 +17,13 @@ from tests.e2e.routes import PROGRAM, app_routes, path_params
 
 # Which World attribute names B's resource for each path parameter.
 DEFAULT_ATTR = {
-    "member_id": "member_id", "number": "card_number", "hold_id": "hold_id",
-    "transaction_id": "transaction_id", "api_key_id": "api_key_id",
-    "receipt_id": "receipt_id", "code": "program_code",
+    "member_id": "member_id",
+    "number": "card_number",
+    "hold_id": "hold_id",
+    "transaction_id": "transaction_id",
+    "api_key_id": "api_key_id",
+    "receipt_id": "receipt_id",
+    "code": "program_code",
 }
 
 
@@ -40,31 +44,40 @@ def _member(code: str = "member_not_found") -> Case:
 
 ISOLATION: dict[tuple[str, str], Case] = {
     ("GET", "/v1/members/{member_id}"): _member(),
-    ("PATCH", "/v1/members/{member_id}"): Case(lambda a: {"name": "taken over"},
-                                               code="member_not_found"),
-    ("POST", "/v1/members/{member_id}/block"): Case(lambda a: {"reason": "x"},
-                                                    code="member_not_found"),
+    ("PATCH", "/v1/members/{member_id}"): Case(
+        lambda a: {"name": "taken over"}, code="member_not_found"
+    ),
+    ("POST", "/v1/members/{member_id}/block"): Case(
+        lambda a: {"reason": "x"}, code="member_not_found"
+    ),
     ("POST", "/v1/members/{member_id}/unblock"): _member(),
     ("POST", "/v1/members/{member_id}/erase"): _member(),
     ("POST", "/v1/members/{member_id}/merge"): Case(
-        lambda a: {"duplicate_id": a.other_member_id}, code="member_not_found"),
+        lambda a: {"duplicate_id": a.other_member_id}, code="member_not_found"
+    ),
     ("GET", "/v1/members/{member_id}/audit"): _member(),
     ("POST", "/v1/members/{member_id}/cards"): _member(),
     ("GET", "/v1/members/{member_id}/balance"): _member(),
     ("GET", "/v1/members/{member_id}/ledger"): _member(),
     ("GET", "/v1/members/{member_id}/purchases"): _member(),
-    ("POST", "/v1/members/{member_id}/accruals"): Case(lambda a: {"points": 10},
-                                                       code="member_not_found"),
-    ("POST", "/v1/members/{member_id}/redemptions"): Case(lambda a: {"points": 10},
-                                                          code="member_not_found"),
+    ("POST", "/v1/members/{member_id}/accruals"): Case(
+        lambda a: {"points": 10}, code="member_not_found"
+    ),
+    ("POST", "/v1/members/{member_id}/redemptions"): Case(
+        lambda a: {"points": 10}, code="member_not_found"
+    ),
     ("POST", "/v1/members/{member_id}/adjustments"): Case(
-        lambda a: {"points": -10, "reason": "x"}, code="member_not_found"),
-    ("POST", "/v1/members/{member_id}/holds"): Case(lambda a: {"points": 10},
-                                                    code="member_not_found"),
+        lambda a: {"points": -10, "reason": "x"}, code="member_not_found"
+    ),
+    ("POST", "/v1/members/{member_id}/holds"): Case(
+        lambda a: {"points": 10}, code="member_not_found"
+    ),
     ("GET", "/v1/cards/{number}"): Case(code="card_not_found"),
-    ("POST", "/v1/cards/{number}/bind"): Case(lambda a: {"member_id": a.other_member_id},
-                                              attrs={"number": "unbound_card"},
-                                              code="card_not_found"),
+    ("POST", "/v1/cards/{number}/bind"): Case(
+        lambda a: {"member_id": a.other_member_id},
+        attrs={"number": "unbound_card"},
+        code="card_not_found",
+    ),
     ("POST", "/v1/cards/{number}/block"): Case(code="card_not_found"),
     ("POST", "/v1/cards/{number}/unblock"): Case(code="card_not_found"),
     ("POST", "/v1/cards/{number}/replace"): Case(lambda a: {}, code="card_not_found"),
@@ -74,21 +87,23 @@ ISOLATION: dict[tuple[str, str], Case] = {
     ("POST", "/v1/holds/{hold_id}/release"): Case(code="hold_not_found"),
     ("GET", "/v1/ledger/transactions/{transaction_id}"): Case(code="transaction_not_found"),
     ("POST", "/v1/ledger/transactions/{transaction_id}/reversals"): Case(
-        lambda a: {"points": 10}, code="transaction_not_found"),
+        lambda a: {"points": 10}, code="transaction_not_found"
+    ),
     ("DELETE", "/v1/api-keys/{api_key_id}"): Case(code="api_key_not_found"),
     ("GET", "/v1/purchases/{receipt_id}"): Case(code="receipt_not_found"),
     ("POST", "/v1/purchases/{receipt_id}/confirm"): Case(code="receipt_not_found"),
     ("POST", "/v1/purchases/{receipt_id}/void"): Case(code="receipt_not_found"),
     ("POST", "/v1/purchases/{receipt_id}/cancel"): Case(code="receipt_not_found"),
-    ("POST", "/v1/purchases/{receipt_id}/refunds"): Case(lambda a: {"refund_number": "RF-X"},
-                                                         code="receipt_not_found"),
+    ("POST", "/v1/purchases/{receipt_id}/refunds"): Case(
+        lambda a: {"refund_number": "RF-X"}, code="receipt_not_found"
+    ),
     # A program code is a name, not an id: A's key sees only A's programs by that name.
     ("GET", "/v1/programs/{code}"): Case(code="program_not_found"),
     # Publishing under B's code makes A's own version 1; validating reads no data.
-    ("PUT", "/v1/programs/{code}"): Case(lambda a: {"document": PROGRAM},
-                                         attrs={"code": "spare_program_code"}, status=200),
-    ("POST", "/v1/programs/{code}/validate"): Case(lambda a: {"document": PROGRAM},
-                                                   status=200),
+    ("PUT", "/v1/programs/{code}"): Case(
+        lambda a: {"document": PROGRAM}, attrs={"code": "spare_program_code"}, status=200
+    ),
+    ("POST", "/v1/programs/{code}/validate"): Case(lambda a: {"document": PROGRAM}, status=200),
 }
 
 
@@ -110,8 +125,7 @@ def tenant_state(client: TestClient, w: World) -> dict[str, Any]:
 
 def test_every_route_with_a_path_parameter_has_an_isolation_case(pair: Pair) -> None:
     """A new route taking an id fails here until it gets a case above."""
-    with_params = {(r.method, r.path) for r in app_routes(pair.client.app)
-                   if path_params(r.path)}
+    with_params = {(r.method, r.path) for r in app_routes(pair.client.app) if path_params(r.path)}
     assert set(ISOLATION) == with_params
 
 
@@ -123,8 +137,12 @@ def test_tenant_a_cannot_reach_tenant_b_by_id(pair: Pair, route: tuple[str, str]
     values = {p: getattr(b, case.attrs.get(p, DEFAULT_ATTR[p])) for p in path_params(template)}
     before_rows = writes(pair.engine, b.merchant.tenant_id)
     before = tenant_state(client, b)
-    r = client.request(method, template.format(**values), headers=a.merchant.headers(),
-                       json=case.body(a) if case.body else None)
+    r = client.request(
+        method,
+        template.format(**values),
+        headers=a.merchant.headers(),
+        json=case.body(a) if case.body else None,
+    )
     if case.status == 404:
         assert_problem(r, 404, case.code)
     else:
@@ -137,45 +155,86 @@ def test_tenant_a_cannot_reach_tenant_b_by_id(pair: Pair, route: tuple[str, str]
     ok(client.get("/v1/members", headers={"Authorization": f"Bearer {b.api_key}"}))
 
 
-@pytest.mark.parametrize("case", [
-    "merge_b_as_duplicate", "bind_to_b_member", "enrol_with_b_card", "replace_with_b_card",
-    "purchase_for_b_member", "purchase_with_b_card",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "merge_b_as_duplicate",
+        "bind_to_b_member",
+        "enrol_with_b_card",
+        "replace_with_b_card",
+        "purchase_for_b_member",
+        "purchase_with_b_card",
+    ],
+)
 def test_b_ids_in_a_request_body_are_not_found(pair: Pair, case: str) -> None:
     client, a, b = pair.client, pair.a, pair.b
     request: dict[str, tuple[str, str, dict[str, Any], str]] = {
-        "merge_b_as_duplicate": ("POST", f"/v1/members/{a.member_id}/merge",
-                                 {"duplicate_id": b.member_id}, "member_not_found"),
-        "bind_to_b_member": ("POST", f"/v1/cards/{a.unbound_card}/bind",
-                             {"member_id": b.member_id}, "member_not_found"),
-        "enrol_with_b_card": ("POST", "/v1/members", {"card": b.unbound_card},
-                              "card_not_found"),
-        "replace_with_b_card": ("POST", f"/v1/cards/{a.card_number}/replace",
-                                {"new_number": b.spare_card}, "card_not_found"),
-        "purchase_for_b_member": ("POST", "/v1/purchases", {
-            "member": {"id": b.member_id}, "receipt_number": "X-1", "outlet": "OUT-1",
-            "lines": [{"sku": "A", "qty": 1, "price": 100}]}, "member_not_found"),
-        "purchase_with_b_card": ("POST", "/v1/purchases/calculate", {
-            "member": {"card": b.card_number}, "outlet": "OUT-1",
-            "lines": [{"sku": "A", "qty": 1, "price": 100}]}, "card_not_found"),
+        "merge_b_as_duplicate": (
+            "POST",
+            f"/v1/members/{a.member_id}/merge",
+            {"duplicate_id": b.member_id},
+            "member_not_found",
+        ),
+        "bind_to_b_member": (
+            "POST",
+            f"/v1/cards/{a.unbound_card}/bind",
+            {"member_id": b.member_id},
+            "member_not_found",
+        ),
+        "enrol_with_b_card": ("POST", "/v1/members", {"card": b.unbound_card}, "card_not_found"),
+        "replace_with_b_card": (
+            "POST",
+            f"/v1/cards/{a.card_number}/replace",
+            {"new_number": b.spare_card},
+            "card_not_found",
+        ),
+        "purchase_for_b_member": (
+            "POST",
+            "/v1/purchases",
+            {
+                "member": {"id": b.member_id},
+                "receipt_number": "X-1",
+                "outlet": "OUT-1",
+                "lines": [{"sku": "A", "qty": 1, "price": 100}],
+            },
+            "member_not_found",
+        ),
+        "purchase_with_b_card": (
+            "POST",
+            "/v1/purchases/calculate",
+            {
+                "member": {"card": b.card_number},
+                "outlet": "OUT-1",
+                "lines": [{"sku": "A", "qty": 1, "price": 100}],
+            },
+            "card_not_found",
+        ),
     }
     method, url, body, code = request[case]
     before = writes(pair.engine)
-    assert_problem(client.request(method, url, headers=a.merchant.headers(), json=body), 404,
-                   code)
+    assert_problem(client.request(method, url, headers=a.merchant.headers(), json=body), 404, code)
     assert writes(pair.engine) == before
 
 
 def test_lookups_do_not_find_b(pair: Pair) -> None:
     client, b = pair.client, pair.b
     h = pair.a.merchant.headers("pos")
-    assert_problem(client.get("/v1/cards/lookup", headers=h, params={"number": b.card_number}),
-                   404, "card_not_found")
-    assert_problem(client.get("/v1/cards/lookup", headers=h, params={"phone": b.phone}), 404,
-                   "member_not_found")
+    assert_problem(
+        client.get("/v1/cards/lookup", headers=h, params={"number": b.card_number}),
+        404,
+        "card_not_found",
+    )
+    assert_problem(
+        client.get("/v1/cards/lookup", headers=h, params={"phone": b.phone}),
+        404,
+        "member_not_found",
+    )
     # B's QR token is signed with B's secret: A cannot even read the card number from it.
-    body = assert_problem(client.get("/v1/cards/lookup", headers=h, params={"qr": b.qr_token}),
-                          422, "invalid_qr_token")
+    body = assert_problem(
+        client.get("/v1/cards/lookup", headers=h, params={"qr": b.qr_token}),
+        422,
+        "invalid_qr_token",
+    )
     assert b.member_id not in str(body)
 
 
@@ -214,7 +273,7 @@ def test_a_key_from_one_tenant_never_acts_for_another(pair: Pair) -> None:
     """B's spare key, presented to A's resources, is just another stranger."""
     client, a, b = pair.client, pair.a, pair.b
     headers = {"Authorization": f"Bearer {b.api_key}"}
-    assert_problem(client.get(f"/v1/members/{a.member_id}", headers=headers), 404,
-                   "member_not_found")
-    assert_problem(client.get(f"/v1/cards/{a.card_number}", headers=headers), 404,
-                   "card_not_found")
+    assert_problem(
+        client.get(f"/v1/members/{a.member_id}", headers=headers), 404, "member_not_found"
+    )
+    assert_problem(client.get(f"/v1/cards/{a.card_number}", headers=headers), 404, "card_not_found")

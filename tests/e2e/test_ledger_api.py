@@ -29,30 +29,44 @@ def member(client: TestClient, merchant: Merchant) -> str:
     return member_id
 
 
-def redeem(client: TestClient, m: Merchant, member_id: str, points: int,
-           **fields: Any) -> dict[str, Any]:
-    result: dict[str, Any] = ok(client.post(f"/v1/members/{member_id}/redemptions",
-                                            headers=m.headers("pos"),
-                                            json={"points": points, **fields}), 201)
+def redeem(
+    client: TestClient, m: Merchant, member_id: str, points: int, **fields: Any
+) -> dict[str, Any]:
+    result: dict[str, Any] = ok(
+        client.post(
+            f"/v1/members/{member_id}/redemptions",
+            headers=m.headers("pos"),
+            json={"points": points, **fields},
+        ),
+        201,
+    )
     return result
 
 
-def hold(client: TestClient, m: Merchant, member_id: str, points: int,
-         **fields: Any) -> dict[str, Any]:
-    result: dict[str, Any] = ok(client.post(f"/v1/members/{member_id}/holds",
-                                            headers=m.headers("pos"),
-                                            json={"points": points, **fields}), 201)
+def hold(
+    client: TestClient, m: Merchant, member_id: str, points: int, **fields: Any
+) -> dict[str, Any]:
+    result: dict[str, Any] = ok(
+        client.post(
+            f"/v1/members/{member_id}/holds",
+            headers=m.headers("pos"),
+            json={"points": points, **fields},
+        ),
+        201,
+    )
     return result
 
 
 def reverse(client: TestClient, m: Merchant, txn_id: str, **fields: Any) -> Any:
-    return client.post(f"/v1/ledger/transactions/{txn_id}/reversals", headers=m.headers(),
-                       json=fields)
+    return client.post(
+        f"/v1/ledger/transactions/{txn_id}/reversals", headers=m.headers(), json=fields
+    )
 
 
 def history(client: TestClient, m: Merchant, member_id: str, **params: Any) -> dict[str, Any]:
-    result: dict[str, Any] = ok(client.get(f"/v1/members/{member_id}/ledger",
-                                           headers=m.headers("readonly"), params=params))
+    result: dict[str, Any] = ok(
+        client.get(f"/v1/members/{member_id}/ledger", headers=m.headers("readonly"), params=params)
+    )
     return result
 
 
@@ -74,8 +88,10 @@ def test_history_is_newest_first_with_ru_and_en_descriptions(
     redeem(client, merchant, member, 120)
     items = history(client, merchant, member)["items"]
     assert [t["kind"] for t in items] == ["redemption", "accrual"]
-    assert items[1]["description"] == {"ru": "Начислено 1\u00a0500 баллов — purchase 17",
-                                       "en": "1,500 points earned — purchase 17"}
+    assert items[1]["description"] == {
+        "ru": "Начислено 1\u00a0500 баллов — purchase 17",
+        "en": "1,500 points earned — purchase 17",
+    }
     assert items[0]["description"] == {"ru": "Списано 120 баллов", "en": "120 points spent"}
     assert items[1]["reason"] == "purchase 17"
     assert items[1]["actor"].startswith("apikey:")
@@ -100,8 +116,7 @@ def test_history_bad_paging_is_422(client: TestClient, merchant: Merchant, membe
     h = merchant.headers()
     url = f"/v1/members/{member}/ledger"
     for cursor in ("x", "!!!!", "AAAA", "A" * 64):
-        assert_problem(client.get(url, headers=h, params={"cursor": cursor}), 422,
-                       "invalid_cursor")
+        assert_problem(client.get(url, headers=h, params={"cursor": cursor}), 422, "invalid_cursor")
     body = assert_problem(client.get(url, headers=h, params={"cursor": "A" * 65}), 422)
     assert ["query", "cursor"] in error_paths(body)
     body = assert_problem(client.get(url, headers=h, params={"limit": 201}), 422)
@@ -110,11 +125,13 @@ def test_history_bad_paging_is_422(client: TestClient, merchant: Merchant, membe
 
 def test_get_transaction(client: TestClient, merchant: Merchant, member: str) -> None:
     made = accrue(client, merchant, member, 40, reason="welcome")["transactions"][0]
-    got = ok(client.get(f"/v1/ledger/transactions/{made['id']}",
-                        headers=merchant.headers("readonly")))
+    got = ok(
+        client.get(f"/v1/ledger/transactions/{made['id']}", headers=merchant.headers("readonly"))
+    )
     assert got == made
-    r = client.get("/v1/ledger/transactions/01900000-0000-7000-8000-000000000000",
-                   headers=merchant.headers())
+    r = client.get(
+        "/v1/ledger/transactions/01900000-0000-7000-8000-000000000000", headers=merchant.headers()
+    )
     assert_problem(r, 404, "transaction_not_found")
 
 
@@ -129,8 +146,9 @@ def test_pending_accrual_becomes_spendable_after_pending_days(
     bal = result["balance"]
     assert (bal["available"], bal["pending"]) == (0, 100)
     assert bal["next_pending"] == [{"on": "2026-01-29", "amount": 100}]
-    r = client.post(f"/v1/members/{member}/redemptions", headers=merchant.headers("pos"),
-                    json={"points": 1})
+    r = client.post(
+        f"/v1/members/{member}/redemptions", headers=merchant.headers("pos"), json={"points": 1}
+    )
     body = assert_problem(r, 422, "insufficient_points")
     assert (body["available"], body["requested"]) == (0, 1)
     clock.advance(days=14)
@@ -173,10 +191,12 @@ def test_other_write_answers_carry_the_members_whole_balance(
         return answer
 
     spent = checked(redeem(client, merchant, member, 10))
-    checked(ok(client.post(f"{url}/adjustments", headers=h, json={"points": 7, "reason": "r"}),
-               201))
-    checked(ok(client.post(f"{url}/adjustments", headers=h, json={"points": -3, "reason": "r"}),
-               201))
+    checked(
+        ok(client.post(f"{url}/adjustments", headers=h, json={"points": 7, "reason": "r"}), 201)
+    )
+    checked(
+        ok(client.post(f"{url}/adjustments", headers=h, json={"points": -3, "reason": "r"}), 201)
+    )
     first = checked(hold(client, merchant, member, 30))["hold"]["id"]
     checked(ok(client.post(f"/v1/holds/{first}/capture", headers=h, json={"points": 5})))
     second = checked(hold(client, merchant, member, 4))["hold"]["id"]
@@ -195,8 +215,9 @@ def test_accrual_with_dates_expires(
     assert bal["expiring_soon"] == [{"on": "2026-01-25", "amount": 100}]
     clock.advance(days=11)
     assert balance(client, merchant, member)["available"] == 0
-    r = client.post(f"/v1/members/{member}/redemptions", headers=merchant.headers("pos"),
-                    json={"points": 1})
+    r = client.post(
+        f"/v1/members/{member}/redemptions", headers=merchant.headers("pos"), json={"points": 1}
+    )
     assert_problem(r, 422, "insufficient_points")
     container.jobs.run()
     items = history(client, merchant, member)["items"]
@@ -207,33 +228,49 @@ def test_accrual_with_dates_expires(
 def test_accrual_with_a_future_available_at(
     client: TestClient, merchant: Merchant, member: str, clock: FakeClock
 ) -> None:
-    bal = accrue(client, merchant, member, 30, available_at="2026-01-20T00:00:00+03:00",
-                 expires_at="2026-03-01T00:00:00+03:00")["balance"]
+    bal = accrue(
+        client,
+        merchant,
+        member,
+        30,
+        available_at="2026-01-20T00:00:00+03:00",
+        expires_at="2026-03-01T00:00:00+03:00",
+    )["balance"]
     assert (bal["available"], bal["pending"]) == (0, 30)
     clock.set(clock.now() + timedelta(days=5))
     assert balance(client, merchant, member)["available"] == 30
 
 
-@pytest.mark.parametrize(("fields", "code"), [
-    ({"expires_at": "2026-01-01T00:00:00Z"}, "invalid_lot_dates"),
-    ({"available_at": "2026-02-01T00:00:00Z", "expires_at": "2026-01-20T00:00:00Z"},
-     "invalid_lot_dates"),
-    ({"expires_at": "2026-02-01T00:00:00"}, "validation_failed"),  # no time zone
-    ({"pending_days": 366}, "validation_failed"),
-    ({"points": 0}, "validation_failed"),
-    ({"points": -5}, "validation_failed"),
-    ({"points": "10"}, "validation_failed"),
-    ({"points": 10.0}, "validation_failed"),
-    ({"points": 10**12 + 1}, "validation_failed"),
-    ({"points": 10**30}, "validation_failed"),
-])
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"expires_at": "2026-01-01T00:00:00Z"}, "invalid_lot_dates"),
+        (
+            {"available_at": "2026-02-01T00:00:00Z", "expires_at": "2026-01-20T00:00:00Z"},
+            "invalid_lot_dates",
+        ),
+        ({"expires_at": "2026-02-01T00:00:00"}, "validation_failed"),  # no time zone
+        ({"pending_days": 366}, "validation_failed"),
+        ({"points": 0}, "validation_failed"),
+        ({"points": -5}, "validation_failed"),
+        ({"points": "10"}, "validation_failed"),
+        ({"points": 10.0}, "validation_failed"),
+        ({"points": 10**12 + 1}, "validation_failed"),
+        ({"points": 10**30}, "validation_failed"),
+    ],
+)
 def test_accrual_refusals_write_nothing(
-    client: TestClient, merchant: Merchant, member: str, container: Container,
-    fields: dict[str, Any], code: str,
+    client: TestClient,
+    merchant: Merchant,
+    member: str,
+    container: Container,
+    fields: dict[str, Any],
+    code: str,
 ) -> None:
     before = writes(container.engine)
-    r = client.post(f"/v1/members/{member}/accruals", headers=merchant.headers(),
-                    json={"points": 10, **fields})
+    r = client.post(
+        f"/v1/members/{member}/accruals", headers=merchant.headers(), json={"points": 10, **fields}
+    )
     body = assert_problem(r, 422, code)
     if code == "validation_failed":
         assert any(p[0] == "body" for p in error_paths(body)), body
@@ -258,8 +295,9 @@ def test_redemption_beyond_the_balance_writes_nothing(
 ) -> None:
     accrue(client, merchant, member, 50)
     before = count(container.engine, "ledger_transactions")
-    r = client.post(f"/v1/members/{member}/redemptions", headers=merchant.headers("pos"),
-                    json={"points": 51})
+    r = client.post(
+        f"/v1/members/{member}/redemptions", headers=merchant.headers("pos"), json={"points": 51}
+    )
     body = assert_problem(r, 422, "insufficient_points")
     assert (body["available"], body["requested"]) == (50, 51)
     assert count(container.engine, "ledger_transactions") == before
@@ -269,30 +307,41 @@ def test_redemption_beyond_the_balance_writes_nothing(
 # ---- adjustments ---------------------------------------------------------------------------
 def test_adjustments_are_signed(client: TestClient, merchant: Merchant, member: str) -> None:
     url = f"/v1/members/{member}/adjustments"
-    up = ok(client.post(url, headers=merchant.headers(),
-                        json={"points": 50, "reason": "goodwill"}), 201)
+    up = ok(
+        client.post(url, headers=merchant.headers(), json={"points": 50, "reason": "goodwill"}), 201
+    )
     assert up["balance"]["available"] == 50
     assert up["transactions"][0]["description"]["en"] == "Balance adjustment: +50 points — goodwill"
-    down = ok(client.post(url, headers=merchant.headers(),
-                          json={"points": -20, "reason": "typo"}), 201)
+    down = ok(
+        client.post(url, headers=merchant.headers(), json={"points": -20, "reason": "typo"}), 201
+    )
     assert down["balance"]["available"] == 30
     assert down["transactions"][0]["amount"] == -20
     assert down["transactions"][0]["description"]["ru"] == (
-        "Корректировка баланса: -20 баллов — typo")
+        "Корректировка баланса: -20 баллов — typo"
+    )
     r = client.post(url, headers=merchant.headers(), json={"points": -31, "reason": "too much"})
     assert_problem(r, 422, "insufficient_points")
 
 
-@pytest.mark.parametrize(("body", "code", "path"), [
-    ({"points": 0, "reason": "zero"}, "invalid_points", None),
-    ({"points": 5, "reason": "   "}, "reason_required", None),
-    ({"points": 5, "reason": ""}, "validation_failed", ["body", "reason"]),
-    ({"points": 5}, "validation_failed", ["body", "reason"]),
-    ({"points": -(10**13), "reason": "x"}, "validation_failed", ["body", "points"]),
-])
+@pytest.mark.parametrize(
+    ("body", "code", "path"),
+    [
+        ({"points": 0, "reason": "zero"}, "invalid_points", None),
+        ({"points": 5, "reason": "   "}, "reason_required", None),
+        ({"points": 5, "reason": ""}, "validation_failed", ["body", "reason"]),
+        ({"points": 5}, "validation_failed", ["body", "reason"]),
+        ({"points": -(10**13), "reason": "x"}, "validation_failed", ["body", "points"]),
+    ],
+)
 def test_adjustment_refusals(
-    client: TestClient, merchant: Merchant, member: str, container: Container,
-    body: dict[str, Any], code: str, path: list[str] | None,
+    client: TestClient,
+    merchant: Merchant,
+    member: str,
+    container: Container,
+    body: dict[str, Any],
+    code: str,
+    path: list[str] | None,
 ) -> None:
     before = writes(container.engine)
     r = client.post(f"/v1/members/{member}/adjustments", headers=merchant.headers(), json=body)
@@ -312,8 +361,7 @@ def test_hold_and_full_capture(client: TestClient, merchant: Merchant, member: s
     assert (made["balance"]["available"], made["balance"]["held"]) == (200, 100)
     got = ok(client.get(f"/v1/holds/{h['id']}", headers=merchant.headers("readonly")))
     assert got == h
-    cap = ok(client.post(f"/v1/holds/{h['id']}/capture", headers=merchant.headers("pos"),
-                         json={}))
+    cap = ok(client.post(f"/v1/holds/{h['id']}/capture", headers=merchant.headers("pos"), json={}))
     assert [t["kind"] for t in cap["transactions"]] == ["capture"]
     assert (cap["hold"]["status"], cap["hold"]["captured"]) == ("captured", 100)
     assert (cap["balance"]["available"], cap["balance"]["held"]) == (200, 0)
@@ -331,13 +379,19 @@ def test_partial_capture_releases_the_rest(
 ) -> None:
     accrue(client, merchant, member, 300)
     h = hold(client, merchant, member, 100)["hold"]
-    r = client.post(f"/v1/holds/{h['id']}/capture", headers=merchant.headers("pos"),
-                    json={"points": 101})
+    r = client.post(
+        f"/v1/holds/{h['id']}/capture", headers=merchant.headers("pos"), json={"points": 101}
+    )
     assert_problem(r, 422, "invalid_points")
-    cap = ok(client.post(f"/v1/holds/{h['id']}/capture", headers=merchant.headers("pos"),
-                         json={"points": 30}))
+    cap = ok(
+        client.post(
+            f"/v1/holds/{h['id']}/capture", headers=merchant.headers("pos"), json={"points": 30}
+        )
+    )
     assert [(t["kind"], t["amount"]) for t in cap["transactions"]] == [
-        ("capture", 30), ("release", 70)]
+        ("capture", 30),
+        ("release", 70),
+    ]
     assert (cap["hold"]["captured"], cap["hold"]["status"]) == (30, "captured")
     assert (cap["balance"]["available"], cap["balance"]["held"]) == (270, 0)
 
@@ -357,11 +411,15 @@ def test_release_gives_points_back(client: TestClient, merchant: Merchant, membe
 def test_hold_refusals(client: TestClient, merchant: Merchant, member: str) -> None:
     accrue(client, merchant, member, 10)
     url = f"/v1/members/{member}/holds"
-    assert_problem(client.post(url, headers=merchant.headers("pos"), json={"points": 11}), 422,
-                   "insufficient_points")
+    assert_problem(
+        client.post(url, headers=merchant.headers("pos"), json={"points": 11}),
+        422,
+        "insufficient_points",
+    )
     for bad in ({"points": 1, "ttl_seconds": 0}, {"points": 1, "ttl_seconds": 7 * 86400 + 1}):
-        assert_problem(client.post(url, headers=merchant.headers("pos"), json=bad), 422,
-                       "validation_failed")
+        assert_problem(
+            client.post(url, headers=merchant.headers("pos"), json=bad), 422, "validation_failed"
+        )
     r = client.get("/v1/holds/01900000-0000-7000-8000-000000000000", headers=merchant.headers())
     assert_problem(r, 404, "hold_not_found")
 
@@ -424,8 +482,9 @@ def test_reversal_of_a_redemption_refunds(
 ) -> None:
     accrue(client, merchant, member, 100)
     spent = redeem(client, merchant, member, 40)["transactions"][0]["id"]
-    body = assert_problem(reverse(client, merchant, spent, points=41), 422,
-                          "reversal_exceeds_original")
+    body = assert_problem(
+        reverse(client, merchant, spent, points=41), 422, "reversal_exceeds_original"
+    )
     assert body["reversible"] == 40
     refund = ok(reverse(client, merchant, spent, points=15), 201)
     assert refund["transactions"][0]["kind"] == "refund"
@@ -433,13 +492,14 @@ def test_reversal_of_a_redemption_refunds(
     assert ok(reverse(client, merchant, spent), 201)["balance"]["available"] == 100
 
 
-def test_reversal_of_a_partial_capture(
-    client: TestClient, merchant: Merchant, member: str
-) -> None:
+def test_reversal_of_a_partial_capture(client: TestClient, merchant: Merchant, member: str) -> None:
     accrue(client, merchant, member, 100)
     h = hold(client, merchant, member, 60)["hold"]
-    cap = ok(client.post(f"/v1/holds/{h['id']}/capture", headers=merchant.headers("pos"),
-                         json={"points": 25}))
+    cap = ok(
+        client.post(
+            f"/v1/holds/{h['id']}/capture", headers=merchant.headers("pos"), json={"points": 25}
+        )
+    )
     capture_id = cap["transactions"][0]["id"]
     assert cap["balance"]["available"] == 75
     refund = ok(reverse(client, merchant, capture_id), 201)
@@ -452,8 +512,9 @@ def test_reversal_shortfall_policies(client: TestClient, merchant: Merchant, mem
     redeem(client, merchant, member, 80)
     body = assert_problem(reverse(client, merchant, txn), 422, "reversal_shortfall")
     assert body["shortfall"] == 80
-    body = assert_problem(reverse(client, merchant, txn, on_shortfall="debt"), 422,
-                          "debt_not_allowed")
+    body = assert_problem(
+        reverse(client, merchant, txn, on_shortfall="debt"), 422, "debt_not_allowed"
+    )
     capped = ok(reverse(client, merchant, txn, on_shortfall="cap"), 201)
     assert capped["shortfall"] == 80
     assert capped["transactions"][0]["amount"] == 20
@@ -480,7 +541,10 @@ def test_some_transactions_cannot_be_reversed(
     accrue(client, merchant, member, 100)
     made = hold(client, merchant, member, 10)["transactions"][0]["id"]
     assert_problem(reverse(client, merchant, made), 422, "not_reversible")
-    assert_problem(reverse(client, merchant, "01900000-0000-7000-8000-000000000000"), 404,
-                   "transaction_not_found")
+    assert_problem(
+        reverse(client, merchant, "01900000-0000-7000-8000-000000000000"),
+        404,
+        "transaction_not_found",
+    )
     body = assert_problem(reverse(client, merchant, made, on_shortfall="maybe"), 422)
     assert ["body", "on_shortfall"] in error_paths(body)

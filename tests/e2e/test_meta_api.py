@@ -28,8 +28,9 @@ def test_every_kind_of_response_carries_a_request_id(pair: Pair) -> None:
         client.get("/v1/nowhere", headers=h),  # 404 from the router
         client.delete("/v1/members", headers=h),  # 405
         client.get("/v1/members", headers=h, params={"limit": 0}),  # 422
-        client.post("/v1/members", headers={**h, "Content-Type": "application/json"},
-                    content=b"{"),  # 400
+        client.post(
+            "/v1/members", headers={**h, "Content-Type": "application/json"}, content=b"{"
+        ),  # 400
     ]
     for r in responses:
         assert HEX_ID.match(r.headers["x-request-id"]), (r.url, r.headers)
@@ -52,8 +53,9 @@ def test_a_safe_incoming_request_id_is_echoed(pair: Pair, incoming: str) -> None
     assert assert_problem(r, 401)["request_id"] == incoming
 
 
-@pytest.mark.parametrize("incoming", ["", "has space", "A" * 65, "<script>", "id\u00e9",
-                                      "a/b", "x;drop"])
+@pytest.mark.parametrize(
+    "incoming", ["", "has space", "A" * 65, "<script>", "id\u00e9", "a/b", "x;drop"]
+)
 def test_an_unsafe_incoming_request_id_is_replaced(pair: Pair, incoming: str) -> None:
     r = pair.client.get("/v1/members", headers={"X-Request-Id": incoming.encode()})
     body = assert_problem(r, 401)
@@ -80,8 +82,9 @@ def test_an_unexpected_error_is_a_bare_500_problem_with_the_request_id(
 
 def test_openapi_operations_have_unique_ids(pair: Pair) -> None:
     schema = ok(pair.client.get("/openapi.json"))
-    operations = [(path, method, op) for path, item in schema["paths"].items()
-                  for method, op in item.items()]
+    operations = [
+        (path, method, op) for path, item in schema["paths"].items() for method, op in item.items()
+    ]
     ids = [op.get("operationId") for _, _, op in operations]
     assert all(ids), [(p, m) for p, m, op in operations if not op.get("operationId")]
     assert len(ids) == len(set(ids))

@@ -15,12 +15,14 @@ from tests.conftest import Merchant
 from tests.e2e.helpers import assert_problem, count, enrol, error_paths, ok
 
 BONUS: dict[str, Any] = {
-    "type": "bonus", "name": {"ru": "Бонусы", "en": "Bonus"},
+    "type": "bonus",
+    "name": {"ru": "Бонусы", "en": "Bonus"},
     "redemption": {"point_value": 100, "max_percent": 50},
     "rules": [{"id": "base", "name": "5% back", "effects": [{"points_percent": 5}]}],
 }
 CARD: dict[str, Any] = {
-    "type": "discount", "name": "Discount card",
+    "type": "discount",
+    "name": "Discount card",
     "rules": [{"id": "card", "name": "Card 10%", "effects": [{"discount_percent": 10}]}],
 }
 YAML_DOC = """\
@@ -39,20 +41,23 @@ document:
 LATTE = {"sku": "LATTE", "qty": 1, "price": 10000}
 
 
-def publish(client: TestClient, m: Merchant, code: str, document: dict[str, Any],
-            **schedule: Any) -> dict[str, Any]:
+def publish(
+    client: TestClient, m: Merchant, code: str, document: dict[str, Any], **schedule: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {"document": document}
-    body.update({k: v.isoformat() if isinstance(v, datetime) else v
-                 for k, v in schedule.items()})
-    result: dict[str, Any] = ok(client.put(f"/v1/programs/{code}", headers=m.headers(),
-                                           json=body))
+    body.update({k: v.isoformat() if isinstance(v, datetime) else v for k, v in schedule.items()})
+    result: dict[str, Any] = ok(client.put(f"/v1/programs/{code}", headers=m.headers(), json=body))
     return result
 
 
-def calculate(client: TestClient, m: Merchant, lines: list[dict[str, Any]],
-              **fields: Any) -> dict[str, Any]:
-    result: dict[str, Any] = ok(client.post("/v1/purchases/calculate", headers=m.headers("pos"),
-                                            json={"lines": lines, **fields}))
+def calculate(
+    client: TestClient, m: Merchant, lines: list[dict[str, Any]], **fields: Any
+) -> dict[str, Any]:
+    result: dict[str, Any] = ok(
+        client.post(
+            "/v1/purchases/calculate", headers=m.headers("pos"), json={"lines": lines, **fields}
+        )
+    )
     return result
 
 
@@ -61,8 +66,9 @@ def in_force(result: dict[str, Any]) -> dict[str, int]:
 
 
 # ---- publishing ------------------------------------------------------------------------------
-def test_publish_json_then_read_it_back(client: TestClient, merchant: Merchant,
-                                        clock: FakeClock) -> None:
+def test_publish_json_then_read_it_back(
+    client: TestClient, merchant: Merchant, clock: FakeClock
+) -> None:
     view = publish(client, merchant, "bonus", BONUS)
     assert view["code"] == "bonus"
     assert view["version"] == 1
@@ -78,9 +84,11 @@ def test_publish_json_then_read_it_back(client: TestClient, merchant: Merchant,
 
 
 def test_publish_yaml_body(client: TestClient, merchant: Merchant) -> None:
-    r = client.put("/v1/programs/coffee",
-                   headers=merchant.headers(**{"Content-Type": "application/yaml"}),
-                   content=YAML_DOC.encode())
+    r = client.put(
+        "/v1/programs/coffee",
+        headers=merchant.headers(**{"Content-Type": "application/yaml"}),
+        content=YAML_DOC.encode(),
+    )
     view = ok(r)
     document = yaml.safe_load(YAML_DOC)["document"]
     assert view["version"] == 1
@@ -95,35 +103,49 @@ def test_publish_yaml_body(client: TestClient, merchant: Merchant) -> None:
     assert in_force(result) == {"coffee": 1}
 
 
-def test_yaml_with_charset_and_malformed_bodies(client: TestClient, merchant: Merchant,
-                                                engine: sa.Engine) -> None:
-    r = client.put("/v1/programs/coffee", content=YAML_DOC.encode(), headers=merchant.headers(
-        **{"Content-Type": "application/x-yaml; charset=utf-8"}))
+def test_yaml_with_charset_and_malformed_bodies(
+    client: TestClient, merchant: Merchant, engine: sa.Engine
+) -> None:
+    r = client.put(
+        "/v1/programs/coffee",
+        content=YAML_DOC.encode(),
+        headers=merchant.headers(**{"Content-Type": "application/x-yaml; charset=utf-8"}),
+    )
     assert ok(r)["version"] == 1
     before = count(engine, "programs")
     # A body that does not parse is a 400, like anywhere else in the API.
-    for content, kind, code in ((b"document: [unclosed", "application/yaml", "malformed_document"),
-                                (b"\xff\xfe", "text/yaml", "malformed_document"),
-                                (b"{not json", "application/json", "malformed_json")):
-        r = client.put("/v1/programs/other", content=content,
-                       headers=merchant.headers(**{"Content-Type": kind}))
+    for content, kind, code in (
+        (b"document: [unclosed", "application/yaml", "malformed_document"),
+        (b"\xff\xfe", "text/yaml", "malformed_document"),
+        (b"{not json", "application/json", "malformed_json"),
+    ):
+        r = client.put(
+            "/v1/programs/other",
+            content=content,
+            headers=merchant.headers(**{"Content-Type": kind}),
+        )
         assert_problem(r, 400, code)
-        r = client.post("/v1/programs/other/validate", content=content,
-                        headers=merchant.headers(**{"Content-Type": kind}))
+        r = client.post(
+            "/v1/programs/other/validate",
+            content=content,
+            headers=merchant.headers(**{"Content-Type": kind}),
+        )
         assert_problem(r, 400, code)
     # Well-formed but not a publish request.
     for body in ([1, 2], {"document": "text"}, {"document": BONUS, "extra": 1}, {}):
         r = client.put("/v1/programs/other", json=body, headers=merchant.headers())
         problem = assert_problem(r, 422)
         assert problem["errors"], problem
-    r = client.put("/v1/programs/other", json={"document": BONUS, "extra": 1},
-                   headers=merchant.headers())
+    r = client.put(
+        "/v1/programs/other", json={"document": BONUS, "extra": 1}, headers=merchant.headers()
+    )
     assert ["extra"] in error_paths(r.json())
     assert count(engine, "programs") == before
 
 
 def test_versions_are_immutable_and_republishing_is_idempotent(
-        client: TestClient, merchant: Merchant, engine: sa.Engine) -> None:
+    client: TestClient, merchant: Merchant, engine: sa.Engine
+) -> None:
     first = publish(client, merchant, "bonus", BONUS)
     # Key order does not matter: the digest is over a canonical form.
     reordered = dict(reversed(list(BONUS.items())))
@@ -145,38 +167,54 @@ def test_versions_are_immutable_and_republishing_is_idempotent(
     assert v2["document"] == changed
     latest = ok(client.get("/v1/programs/bonus", headers=merchant.headers()))
     assert latest == fourth
-    assert_problem(client.get("/v1/programs/bonus", params={"version": 4},
-                              headers=merchant.headers()), 404, "program_not_found")
-    assert_problem(client.get("/v1/programs/bonus", params={"version": 0},
-                              headers=merchant.headers()), 422)
+    assert_problem(
+        client.get("/v1/programs/bonus", params={"version": 4}, headers=merchant.headers()),
+        404,
+        "program_not_found",
+    )
+    assert_problem(
+        client.get("/v1/programs/bonus", params={"version": 0}, headers=merchant.headers()), 422
+    )
     # There is no route to change or delete a version.
     assert client.delete("/v1/programs/bonus", headers=merchant.headers()).status_code == 405
-    assert client.patch("/v1/programs/bonus", headers=merchant.headers(),
-                        json={"document": changed}).status_code == 405
+    assert (
+        client.patch(
+            "/v1/programs/bonus", headers=merchant.headers(), json={"document": changed}
+        ).status_code
+        == 405
+    )
 
 
-def test_publish_refusals_write_nothing(client: TestClient, merchant: Merchant,
-                                        clock: FakeClock, engine: sa.Engine) -> None:
+def test_publish_refusals_write_nothing(
+    client: TestClient, merchant: Merchant, clock: FakeClock, engine: sa.Engine
+) -> None:
     for role in ("pos", "readonly"):
-        r = client.put("/v1/programs/bonus", headers=merchant.headers(role),
-                       json={"document": BONUS})
+        r = client.put(
+            "/v1/programs/bonus", headers=merchant.headers(role), json={"document": BONUS}
+        )
         assert_problem(r, 403)
-        r = client.put("/v1/products", headers=merchant.headers(role),
-                       json={"products": [{"sku": "A"}]})
+        r = client.put(
+            "/v1/products", headers=merchant.headers(role), json={"products": [{"sku": "A"}]}
+        )
         assert_problem(r, 403)
     assert_problem(client.put("/v1/programs/bonus", json={"document": BONUS}), 401)
     assert count(engine, "programs") == 0
     assert count(engine, "products") == 0
     for code in ("Bonus", "-x", "a" * 65, "sp ace"):
-        r = client.put(f"/v1/programs/{code}", headers=merchant.headers(),
-                       json={"document": BONUS})
+        r = client.put(f"/v1/programs/{code}", headers=merchant.headers(), json={"document": BONUS})
         assert_problem(r, 422, "invalid_program_code")
     now = clock.now()
-    r = client.put("/v1/programs/bonus", headers=merchant.headers(), json={
-        "document": BONUS, "starts_at": now.isoformat(), "ends_at": now.isoformat()})
+    r = client.put(
+        "/v1/programs/bonus",
+        headers=merchant.headers(),
+        json={"document": BONUS, "starts_at": now.isoformat(), "ends_at": now.isoformat()},
+    )
     assert_problem(r, 422, "invalid_schedule")
-    r = client.put("/v1/programs/bonus", headers=merchant.headers(), json={
-        "document": BONUS, "starts_at": "2026-01-15T09:00:00"})  # no time zone
+    r = client.put(
+        "/v1/programs/bonus",
+        headers=merchant.headers(),
+        json={"document": BONUS, "starts_at": "2026-01-15T09:00:00"},
+    )  # no time zone
     assert ["starts_at"] in error_paths(assert_problem(r, 422))
     assert count(engine, "programs") == 0
 
@@ -189,16 +227,21 @@ BROKEN: dict[str, Any] = {
     "rules": [
         {"id": "ok", "effects": [{"points_percent": 5}]},
         {"id": "Bad Id", "effects": []},
-        {"id": "ok", "when": {"qty_gte": {"of": {"colour": "red"}, "value": 3}},
-         "effects": [{"discount_percent": 150}, {"teleport": 1}]},
+        {
+            "id": "ok",
+            "when": {"qty_gte": {"of": {"colour": "red"}, "value": 3}},
+            "effects": [{"discount_percent": 150}, {"teleport": 1}],
+        },
     ],
 }
 
 
-def test_validate_lists_every_error_with_its_path(client: TestClient, merchant: Merchant,
-                                                  engine: sa.Engine) -> None:
-    r = client.post("/v1/programs/bonus/validate", headers=merchant.headers(),
-                    json={"document": BROKEN})
+def test_validate_lists_every_error_with_its_path(
+    client: TestClient, merchant: Merchant, engine: sa.Engine
+) -> None:
+    r = client.post(
+        "/v1/programs/bonus/validate", headers=merchant.headers(), json={"document": BROKEN}
+    )
     report = ok(r)
     assert report["valid"] is False
     paths = {tuple(e["path"]): e["code"] for e in report["errors"]}
@@ -215,13 +258,18 @@ def test_validate_lists_every_error_with_its_path(client: TestClient, merchant: 
         assert error["message"]
     # Nothing was published.
     assert count(engine, "programs") == 0
-    assert_problem(client.get("/v1/programs/bonus", headers=merchant.headers()), 404,
-                   "program_not_found")
+    assert_problem(
+        client.get("/v1/programs/bonus", headers=merchant.headers()), 404, "program_not_found"
+    )
     # A bare document (no envelope) and YAML are validated too.
-    assert ok(client.post("/v1/programs/bonus/validate", headers=merchant.headers(),
-                          json=BONUS)) == {"valid": True, "errors": []}
-    r = client.post("/v1/programs/coffee/validate", content=YAML_DOC.encode(),
-                    headers=merchant.headers(**{"Content-Type": "application/yaml"}))
+    assert ok(
+        client.post("/v1/programs/bonus/validate", headers=merchant.headers(), json=BONUS)
+    ) == {"valid": True, "errors": []}
+    r = client.post(
+        "/v1/programs/coffee/validate",
+        content=YAML_DOC.encode(),
+        headers=merchant.headers(**{"Content-Type": "application/yaml"}),
+    )
     assert ok(r) == {"valid": True, "errors": []}
     r = client.post("/v1/programs/x/validate", json=[1], headers=merchant.headers())
     report = ok(r)
@@ -236,14 +284,14 @@ def test_validate_lists_every_error_with_its_path(client: TestClient, merchant: 
 
 
 # ---- schedule --------------------------------------------------------------------------------
-def test_receipt_uses_version_in_force_at_its_time(client: TestClient, merchant: Merchant,
-                                                   clock: FakeClock) -> None:
+def test_receipt_uses_version_in_force_at_its_time(
+    client: TestClient, merchant: Merchant, clock: FakeClock
+) -> None:
     start = clock.now()
     publish(client, merchant, "bonus", BONUS)  # v1 from now, open-ended
     later = start + timedelta(days=10)
     ten = {**BONUS, "rules": [{"id": "base", "effects": [{"points_percent": 10}]}]}
-    v2 = publish(client, merchant, "bonus", ten, starts_at=later,
-                 ends_at=later + timedelta(days=5))
+    v2 = publish(client, merchant, "bonus", ten, starts_at=later, ends_at=later + timedelta(days=5))
     assert v2["version"] == 2
     assert datetime.fromisoformat(v2["starts_at"]) == later
     member = {"id": enrol(client, merchant)["id"]}
@@ -258,9 +306,14 @@ def test_receipt_uses_version_in_force_at_its_time(client: TestClient, merchant:
     # A receipt dated before v2 started is computed with v1.
     assert earned(occurred_at=(later - timedelta(hours=1)).isoformat()) == ({"bonus": 1}, 5)
     # A confirmed receipt keeps its version for good.
-    r = ok(client.post("/v1/purchases", headers=merchant.headers("pos"),
-                       json={"lines": [LATTE], "member": member, "receipt_number": "S-1"}),
-           201)
+    r = ok(
+        client.post(
+            "/v1/purchases",
+            headers=merchant.headers("pos"),
+            json={"lines": [LATTE], "member": member, "receipt_number": "S-1"},
+        ),
+        201,
+    )
     assert in_force(r) == {"bonus": 2}
     clock.advance(days=5)  # v2 ended: v1 is in force again
     assert earned() == ({"bonus": 1}, 5)
@@ -276,8 +329,9 @@ def test_schedule_edges(client: TestClient, merchant: Merchant, clock: FakeClock
     start = clock.now() + timedelta(days=1)
     v1 = publish(client, merchant, "bonus", BONUS, starts_at=start)
     assert publish(client, merchant, "bonus", BONUS, starts_at=start)["version"] == v1["version"]
-    v2 = publish(client, merchant, "bonus", BONUS, starts_at=start,
-                 ends_at=start + timedelta(days=3))
+    v2 = publish(
+        client, merchant, "bonus", BONUS, starts_at=start, ends_at=start + timedelta(days=3)
+    )
     assert v2["version"] == 2
     # A program that ended applies no more.
     publish(client, merchant, "promo", CARD, ends_at=clock.now() + timedelta(days=1))
@@ -293,10 +347,10 @@ def test_discount_card_and_bonus_together(client: TestClient, merchant: Merchant
     publish(client, merchant, "card", CARD)
     publish(client, merchant, "bonus", BONUS)
     member = enrol(client, merchant)["id"]
-    client.post(f"/v1/members/{member}/accruals", headers=merchant.headers(),
-                json={"points": 1000})
-    result = calculate(client, merchant, [{**LATTE, "qty": 2}], member={"id": member},
-                       redeem_points="max")
+    client.post(f"/v1/members/{member}/accruals", headers=merchant.headers(), json={"points": 1000})
+    result = calculate(
+        client, merchant, [{**LATTE, "qty": 2}], member={"id": member}, redeem_points="max"
+    )
     assert in_force(result) == {"bonus": 1, "card": 1}
     assert result["points_program"] == "bonus"  # the discount card has no points
     totals = result["totals"]
@@ -308,8 +362,7 @@ def test_discount_card_and_bonus_together(client: TestClient, merchant: Merchant
     assert totals["points_earned"] == 4  # 5% of what is paid in money: 450 → 4 points
     assert result["points_earned_by_program"] == {"bonus": 4, "card": 0}
     applied = {(a["program"], a["rule_id"], a["effect"]) for a in result["applied"]}
-    assert applied == {("card", "card", "discount_percent"),
-                       ("bonus", "base", "points_percent")}
+    assert applied == {("card", "card", "discount_percent"), ("bonus", "base", "points_percent")}
 
 
 def test_rules_by_category_from_the_catalogue(client: TestClient, merchant: Merchant) -> None:
@@ -319,22 +372,35 @@ def test_rules_by_category_from_the_catalogue(client: TestClient, merchant: Merc
         {"sku": "CIG", "category": "tobacco", "no_discount": True, "no_points": True},
         {"sku": "BUN", "category": "bakery", "min_price": 9000},
     ]
-    assert ok(client.put("/v1/products", headers=merchant.headers(),
-                         json={"products": products})) == {"upserted": 4}
-    doc = {"type": "combined", "rules": [
-        {"id": "coffee", "lines": {"category": "drinks/coffee"},
-         "effects": [{"discount_percent": 20}]},
-        {"id": "bakery", "lines": {"category": "bakery"}, "effects": [{"discount_percent": 50}]},
-        {"id": "drinks", "lines": {"category": "drinks"}, "effects": [{"points_per_unit": 3}]},
-        {"id": "all", "effects": [{"points_fixed": 1}]},
-    ]}
+    assert ok(
+        client.put("/v1/products", headers=merchant.headers(), json={"products": products})
+    ) == {"upserted": 4}
+    doc = {
+        "type": "combined",
+        "rules": [
+            {
+                "id": "coffee",
+                "lines": {"category": "drinks/coffee"},
+                "effects": [{"discount_percent": 20}],
+            },
+            {
+                "id": "bakery",
+                "lines": {"category": "bakery"},
+                "effects": [{"discount_percent": 50}],
+            },
+            {"id": "drinks", "lines": {"category": "drinks"}, "effects": [{"points_per_unit": 3}]},
+            {"id": "all", "effects": [{"points_fixed": 1}]},
+        ],
+    }
     publish(client, merchant, "main", doc)
     member = enrol(client, merchant)["id"]
-    lines = [{"sku": "LATTE", "qty": 1, "price": 25000},  # category from the catalogue
-             {"sku": "TEA", "qty": 2, "price": 10000},
-             {"sku": "CIG", "qty": 1, "price": 20000, "category": "drinks/coffee"},
-             {"sku": "BUN", "qty": 1, "price": 10000},
-             {"sku": "UNKNOWN", "qty": 1, "price": 5000}]
+    lines = [
+        {"sku": "LATTE", "qty": 1, "price": 25000},  # category from the catalogue
+        {"sku": "TEA", "qty": 2, "price": 10000},
+        {"sku": "CIG", "qty": 1, "price": 20000, "category": "drinks/coffee"},
+        {"sku": "BUN", "qty": 1, "price": 10000},
+        {"sku": "UNKNOWN", "qty": 1, "price": 5000},
+    ]
     result = calculate(client, merchant, lines, member={"id": member})
     by_line = {li["sku"]: li for li in result["lines"]}
     assert by_line["LATTE"]["discount"] == 5000
@@ -346,43 +412,61 @@ def test_rules_by_category_from_the_catalogue(client: TestClient, merchant: Merc
     assert by_line["TEA"]["points_earned"] >= 6
     assert by_line["UNKNOWN"]["discount"] == 0
     # A till category overrides the catalogue's (but not its flags).
-    tea_as_coffee = calculate(client, merchant,
-                              [{"sku": "TEA", "qty": 1, "price": 10000,
-                                "category": "drinks/coffee"}])
+    tea_as_coffee = calculate(
+        client, merchant, [{"sku": "TEA", "qty": 1, "price": 10000, "category": "drinks/coffee"}]
+    )
     assert tea_as_coffee["lines"][0]["discount"] == 2000
     # Updating the catalogue changes what the rules see.
-    ok(client.put("/v1/products", headers=merchant.headers(),
-                  json={"products": [{"sku": "TEA", "category": "drinks/coffee"}]}))
+    ok(
+        client.put(
+            "/v1/products",
+            headers=merchant.headers(),
+            json={"products": [{"sku": "TEA", "category": "drinks/coffee"}]},
+        )
+    )
     again = calculate(client, merchant, [{"sku": "TEA", "qty": 1, "price": 10000}])
     assert again["lines"][0]["discount"] == 2000
     page = ok(client.get("/v1/products", params={"limit": 2}, headers=merchant.headers()))
     assert [p["sku"] for p in page["items"]] == ["BUN", "CIG"]
-    rest = ok(client.get("/v1/products", params={"cursor": page["next_cursor"]},
-                         headers=merchant.headers()))
+    rest = ok(
+        client.get(
+            "/v1/products", params={"cursor": page["next_cursor"]}, headers=merchant.headers()
+        )
+    )
     assert [p["sku"] for p in rest["items"]] == ["LATTE", "TEA"]
     assert rest["next_cursor"] is None
 
 
-def test_products_reject_bad_input(client: TestClient, merchant: Merchant,
-                                   engine: sa.Engine) -> None:
+def test_products_reject_bad_input(
+    client: TestClient, merchant: Merchant, engine: sa.Engine
+) -> None:
     bodies: list[dict[str, Any]] = [
-                 {"products": []}, {"products": [{"sku": ""}]},
-                 {"products": [{"sku": "A", "price": -1}]},
-                 {"products": [{"sku": "A", "price": 1.5}]},
-                 {"products": [{"sku": "A"}], "extra": True}]
+        {"products": []},
+        {"products": [{"sku": ""}]},
+        {"products": [{"sku": "A", "price": -1}]},
+        {"products": [{"sku": "A", "price": 1.5}]},
+        {"products": [{"sku": "A"}], "extra": True},
+    ]
     for body in bodies:
         assert_problem(client.put("/v1/products", headers=merchant.headers(), json=body), 422)
     assert count(engine, "products") == 0
 
 
 # ---- tenants ---------------------------------------------------------------------------------
-def test_programs_are_per_tenant(client: TestClient, merchant: Merchant,
-                                 other_merchant: Merchant) -> None:
+def test_programs_are_per_tenant(
+    client: TestClient, merchant: Merchant, other_merchant: Merchant
+) -> None:
     publish(client, merchant, "bonus", BONUS)
-    ok(client.put("/v1/products", headers=merchant.headers(),
-                  json={"products": [{"sku": "LATTE", "category": "drinks/coffee"}]}))
-    assert_problem(client.get("/v1/programs/bonus", headers=other_merchant.headers()), 404,
-                   "program_not_found")
+    ok(
+        client.put(
+            "/v1/products",
+            headers=merchant.headers(),
+            json={"products": [{"sku": "LATTE", "category": "drinks/coffee"}]},
+        )
+    )
+    assert_problem(
+        client.get("/v1/programs/bonus", headers=other_merchant.headers()), 404, "program_not_found"
+    )
     assert ok(client.get("/v1/programs", headers=other_merchant.headers())) == []
     assert ok(client.get("/v1/products", headers=other_merchant.headers()))["items"] == []
     # The other tenant's till sees none of it.
@@ -395,19 +479,28 @@ def test_programs_are_per_tenant(client: TestClient, merchant: Merchant,
 
 
 def test_document_limits(client: TestClient, merchant: Merchant, engine: sa.Engine) -> None:
-    rules = [{"id": f"r{i}", "lines": {"sku": f"S{i}"}, "effects": [{"points_fixed": 1}]}
-             for i in range(2001)]
-    r = client.put("/v1/programs/big", headers=merchant.headers(),
-                   json={"document": {"type": "bonus", "rules": rules}})
+    rules = [
+        {"id": f"r{i}", "lines": {"sku": f"S{i}"}, "effects": [{"points_fixed": 1}]}
+        for i in range(2001)
+    ]
+    r = client.put(
+        "/v1/programs/big",
+        headers=merchant.headers(),
+        json={"document": {"type": "bonus", "rules": rules}},
+    )
     assert ["rules"] in error_paths(assert_problem(r, 422))
     huge = b'{"document": {"type": "bonus", "name": "' + b"x" * 1_000_001 + b'"}}'
     r = client.put("/v1/programs/big", headers=merchant.headers(), content=huge)
     assert_problem(r, 422, "document_too_large")
     assert count(engine, "programs") == 0
-    r = client.put("/v1/programs/big", headers=merchant.headers(),
-                   json={"document": {"type": "bonus", "rules": rules[:2000]}})
+    r = client.put(
+        "/v1/programs/big",
+        headers=merchant.headers(),
+        json={"document": {"type": "bonus", "rules": rules[:2000]}},
+    )
     assert ok(r)["version"] == 1
     member = enrol(client, merchant)["id"]
-    result = calculate(client, merchant, [{"sku": "S1999", "qty": 1, "price": 100}],
-                       member={"id": member})
+    result = calculate(
+        client, merchant, [{"sku": "S1999", "qty": 1, "price": 100}], member={"id": member}
+    )
     assert result["totals"]["points_earned"] == 1

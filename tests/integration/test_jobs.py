@@ -31,12 +31,11 @@ def row_counts(c: Container) -> dict[str, int]:
 def snapshot(c: Container) -> dict[str, Any]:
     """Everything the jobs may change: balances, lot states, hold states."""
     with c.engine.connect() as conn:
-        accounts = conn.execute(
-            sa.text("SELECT id, balance FROM accounts ORDER BY id")).all()
+        accounts = conn.execute(sa.text("SELECT id, balance FROM accounts ORDER BY id")).all()
         lot_rows = conn.execute(
-            sa.select(lots.c.id, lots.c.remaining, lots.c.status).order_by(lots.c.id)).all()
-        hold_rows = conn.execute(
-            sa.select(holds.c.id, holds.c.status).order_by(holds.c.id)).all()
+            sa.select(lots.c.id, lots.c.remaining, lots.c.status).order_by(lots.c.id)
+        ).all()
+        hold_rows = conn.execute(sa.select(holds.c.id, holds.c.status).order_by(holds.c.id)).all()
     return {
         "accounts": [tuple(r) for r in accounts],
         "lots": [tuple(r) for r in lot_rows],
@@ -86,9 +85,7 @@ def test_running_twice_at_the_same_time_changes_nothing_more(
     assert_verified(container)
 
 
-def test_running_late_equals_running_at_every_step(
-    container: Container, clock: FakeClock
-) -> None:
+def test_running_late_equals_running_at_every_step(container: Container, clock: FakeClock) -> None:
     """Run the job daily on one tenant and once, a month late, on another: same balances."""
     c = container
     daily, late = make_merchant(c, "Daily"), make_merchant(c, "Late")
@@ -106,9 +103,7 @@ def test_running_late_equals_running_at_every_step(
     assert_verified(c)
 
 
-def test_job_for_one_tenant_leaves_the_other_alone(
-    container: Container, clock: FakeClock
-) -> None:
+def test_job_for_one_tenant_leaves_the_other_alone(container: Container, clock: FakeClock) -> None:
     one, two = make_merchant(container, "One"), make_merchant(container, "Two")
     populate(container, one, 2)
     populate(container, two, 2)
@@ -141,11 +136,11 @@ def test_small_batches_settle_every_member(
     assert_verified(container)
 
 
-def test_each_step_of_the_clock(container: Container, merchant: Merchant,
-                                clock: FakeClock) -> None:
+def test_each_step_of_the_clock(container: Container, merchant: Merchant, clock: FakeClock) -> None:
     member = container.members.enroll(merchant.actor, {"phone": "+79160000001"}).id
-    container.ledger.accrue(merchant.actor, member, 100, pending_days=2,
-                            expires_at=START + timedelta(days=4))
+    container.ledger.accrue(
+        merchant.actor, member, 100, pending_days=2, expires_at=START + timedelta(days=4)
+    )
     counts = [row_counts(container)["ledger_transactions"]]
     for day in range(1, 6):
         clock.set(START + timedelta(days=day))
@@ -156,7 +151,9 @@ def test_each_step_of_the_clock(container: Container, merchant: Merchant,
     assert counts == [1, 1, 2, 2, 3, 3]
     history = container.ledger.history(merchant.actor, member, None, 10)
     assert [(t.kind, t.amount) for t in history] == [
-        ("expiry", 100), ("activation", 100), ("accrual", 100)
+        ("expiry", 100),
+        ("activation", 100),
+        ("accrual", 100),
     ]
     assert history[1].description["ru"] == "100 баллов стали доступны для оплаты"
     assert_verified(container)

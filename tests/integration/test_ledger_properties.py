@@ -56,15 +56,34 @@ capture = st.tuples(st.just("capture"), index, st.one_of(st.none(), points))
 release = st.tuples(st.just("release"), index)
 refund = st.tuples(st.just("refund"), index, st.one_of(st.none(), points))
 # Debt is the rarest state to reach, so "debt" is drawn most often.
-policies = st.sampled_from([ShortfallPolicy.DEBT, ShortfallPolicy.DEBT, ShortfallPolicy.CAP,
-                            ShortfallPolicy.FAIL])
+policies = st.sampled_from(
+    [ShortfallPolicy.DEBT, ShortfallPolicy.DEBT, ShortfallPolicy.CAP, ShortfallPolicy.FAIL]
+)
 reverse = st.tuples(st.just("reverse"), index, st.one_of(st.none(), points), policies)
-adjust = st.tuples(st.just("adjust"), st.one_of(st.integers(min_value=-120, max_value=-1),
-                                                st.integers(min_value=1, max_value=150)))
+adjust = st.tuples(
+    st.just("adjust"),
+    st.one_of(st.integers(min_value=-120, max_value=-1), st.integers(min_value=1, max_value=150)),
+)
 advance = st.tuples(st.just("advance"), st.integers(min_value=1, max_value=240), st.booleans())
 
-operation = st.one_of(accrue, accrue, spend, spend, hold, hold, capture, capture, release,
-                      refund, refund, reverse, reverse, adjust, advance, advance)
+operation = st.one_of(
+    accrue,
+    accrue,
+    spend,
+    spend,
+    hold,
+    hold,
+    capture,
+    capture,
+    release,
+    refund,
+    refund,
+    reverse,
+    reverse,
+    adjust,
+    advance,
+    advance,
+)
 
 
 # ---- the model ---------------------------------------------------------------------------
@@ -114,20 +133,27 @@ def member_accounts(c: Container, member: uuid.UUID) -> dict[str, int]:
 
 def expired_total(c: Container, tenant_id: uuid.UUID) -> int:
     with c.engine.connect() as conn:
-        return int(conn.execute(
-            sa.text("SELECT COALESCE(SUM(p.amount), 0) FROM postings p JOIN accounts a "
-                    "ON a.id = p.account_id WHERE a.kind = 'expired' AND a.tenant_id = :t"),
-            {"t": tenant_id.hex if c.engine.dialect.name == "sqlite" else tenant_id},
-        ).scalar_one())
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT COALESCE(SUM(p.amount), 0) FROM postings p JOIN accounts a "
+                    "ON a.id = p.account_id WHERE a.kind = 'expired' AND a.tenant_id = :t"
+                ),
+                {"t": tenant_id.hex if c.engine.dialect.name == "sqlite" else tenant_id},
+            ).scalar_one()
+        )
 
 
 def stale_holds_exist(c: Container) -> bool:
     now = c.clock.now()
     with c.engine.connect() as conn:
-        return bool(conn.execute(
-            sa.select(sa.func.count()).select_from(holds)
-            .where(holds.c.status == "active", holds.c.expires_at <= now)
-        ).scalar_one())
+        return bool(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(holds)
+                .where(holds.c.status == "active", holds.c.expires_at <= now)
+            ).scalar_one()
+        )
 
 
 def assert_verified(c: Container, step: Any, tenant_id: uuid.UUID | None = None) -> None:
@@ -153,8 +179,15 @@ def attempt(call: Callable[[], OperationResult]) -> tuple[OperationResult | None
         return None, exc.code
 
 
-def step(c: Container, actor: Any, tenant_id: uuid.UUID, member: uuid.UUID, model: Model,
-         op: tuple[Any, ...], before: BalanceView) -> BalanceView:
+def step(
+    c: Container,
+    actor: Any,
+    tenant_id: uuid.UUID,
+    member: uuid.UUID,
+    model: Model,
+    op: tuple[Any, ...],
+    before: BalanceView,
+) -> BalanceView:
     """Apply one operation, check everything, and return the balance view afterwards.
 
     ``before`` is the view after the previous step (the clock only moves in "advance").
@@ -174,8 +207,9 @@ def step(c: Container, actor: Any, tenant_id: uuid.UUID, member: uuid.UUID, mode
         expires_at = None
         if expires_hours is not None:
             expires_at = now + timedelta(hours=expires_hours + (pending_hours or 0))
-        result = ledger.accrue(actor, member, amount, available_at=available_at,
-                               expires_at=expires_at)
+        result = ledger.accrue(
+            actor, member, amount, available_at=available_at, expires_at=expires_at
+        )
         model.accruals.append(result.transactions[0].id)
         model.credited += amount
         if available_at is not None and available_at > now:
@@ -188,7 +222,8 @@ def step(c: Container, actor: Any, tenant_id: uuid.UUID, member: uuid.UUID, mode
             result, refused = attempt(lambda: ledger.redeem(actor, member, amount))
         else:
             result, refused = attempt(
-                lambda: ledger.hold(actor, member, amount, ttl_seconds=op[2] * 3600))
+                lambda: ledger.hold(actor, member, amount, ttl_seconds=op[2] * 3600)
+            )
         # Exactly what the projection covers can be spent or held.
         assert (refused is None) == (amount <= before.available), (op, before, refused)
         if result is not None:
@@ -239,7 +274,8 @@ def step(c: Container, actor: Any, tenant_id: uuid.UUID, member: uuid.UUID, mode
         if accrual_id is None:
             return before
         result, refused = attempt(
-            lambda: ledger.reverse(actor, accrual_id, amount, on_shortfall=policy))
+            lambda: ledger.reverse(actor, accrual_id, amount, on_shortfall=policy)
+        )
         if result is not None:
             txn = result.transactions[0]
             taken = txn.amount
@@ -251,12 +287,16 @@ def step(c: Container, actor: Any, tenant_id: uuid.UUID, member: uuid.UUID, mode
             from_pending = -sum(p.amount for p in txn.postings if p.account_kind == "pending")
             expect, delta, pending_delta = "exact", -(taken - from_pending), -from_pending
         else:
-            assert refused in ("reversal_exceeds_original", "reversal_shortfall",
-                               "debt_not_allowed")
+            assert refused in (
+                "reversal_exceeds_original",
+                "reversal_shortfall",
+                "debt_not_allowed",
+            )
     elif kind == "adjust":
         amount = op[1]
         result, refused = attempt(
-            lambda: ledger.adjust(actor, member, amount, reason="property test"))
+            lambda: ledger.adjust(actor, member, amount, reason="property test")
+        )
         assert (refused is None) == (-amount <= before.available), (op, before, refused)
         if result is not None:
             if amount > 0:
@@ -315,24 +355,32 @@ def step(c: Container, actor: Any, tenant_id: uuid.UUID, member: uuid.UUID, mode
 
 
 # ---- the property ------------------------------------------------------------------------
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(allow_debt=st.sampled_from([True, True, False]),
-       ops=st.lists(operation, min_size=6, max_size=15))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    allow_debt=st.sampled_from([True, True, False]),
+    ops=st.lists(operation, min_size=6, max_size=15),
+)
 def test_random_operations_keep_every_invariant(
     engine: sa.Engine, allow_debt: bool, ops: list[tuple[Any, ...]]
 ) -> None:
     empty_database(engine)
     clock = FakeClock()
-    c = bootstrap(Settings(database_url=engine.url.render_as_string(hide_password=False)),
-                  clock=clock, engine=engine)
+    c = bootstrap(
+        Settings(database_url=engine.url.render_as_string(hide_password=False)),
+        clock=clock,
+        engine=engine,
+    )
     merchant = make_merchant(c, "Property", allow_debt=allow_debt)
     member = c.members.enroll(merchant.actor, {"phone": "+79161234567"}).id
     model = Model()
     # Something to spend from the start, part of it expiring within days; most of it spent,
     # so that taking an accrual back can run into a shortfall.
     opening: list[tuple[Any, ...]] = [
-        ("accrue", 150, None, None), ("accrue", 100, None, 100), ("spend", 180)
+        ("accrue", 150, None, None),
+        ("accrue", 100, None, 100),
+        ("spend", 180),
     ]
     view = c.ledger.balance(merchant.actor, member)
     for op in [*opening, *ops]:
@@ -350,22 +398,42 @@ def test_random_operations_keep_every_invariant(
 FIXED_SEQUENCES: dict[str, list[tuple[Any, ...]]] = {
     # Debt, then a pending accrual falls due: the projection must net it with the debt.
     "debt_then_activation": [
-        ("accrue", 150, None, None), ("accrue", 100, None, 100), ("spend", 180),
-        ("reverse", 0, None, ShortfallPolicy.DEBT), ("accrue", 50, 5, None),
-        ("advance", 6, False), ("accrue", 100, 1, None), ("advance", 2, True),
+        ("accrue", 150, None, None),
+        ("accrue", 100, None, 100),
+        ("spend", 180),
+        ("reverse", 0, None, ShortfallPolicy.DEBT),
+        ("accrue", 50, 5, None),
+        ("advance", 6, False),
+        ("accrue", 100, 1, None),
+        ("advance", 2, True),
     ],
     # A hold outlives the lots it drew on; the job releases it into expired lots.
     "stale_hold_over_expired_lots": [
-        ("accrue", 100, None, 5), ("accrue", 100, None, None), ("hold", 150, 24),
-        ("advance", 30, True), ("spend", 10), ("advance", 1, True),
+        ("accrue", 100, None, 5),
+        ("accrue", 100, None, None),
+        ("hold", 150, 24),
+        ("advance", 30, True),
+        ("spend", 10),
+        ("advance", 1, True),
     ],
     # Refunds and captures around an expiry, then reversals under each policy.
     "everything": [
-        ("accrue", 100, None, 20), ("accrue", 50, 10, None), ("spend", 120), ("hold", 20, 1),
-        ("refund", 0, 30), ("advance", 25, False), ("reverse", 0, None, ShortfallPolicy.FAIL),
-        ("reverse", 0, None, ShortfallPolicy.CAP), ("capture", 0, None), ("advance", 12, True),
-        ("adjust", 40), ("refund", 0, None), ("reverse", 1, None, ShortfallPolicy.DEBT),
-        ("adjust", -5), ("refund", 2, None), ("advance", 200, True),
+        ("accrue", 100, None, 20),
+        ("accrue", 50, 10, None),
+        ("spend", 120),
+        ("hold", 20, 1),
+        ("refund", 0, 30),
+        ("advance", 25, False),
+        ("reverse", 0, None, ShortfallPolicy.FAIL),
+        ("reverse", 0, None, ShortfallPolicy.CAP),
+        ("capture", 0, None),
+        ("advance", 12, True),
+        ("adjust", 40),
+        ("refund", 0, None),
+        ("reverse", 1, None, ShortfallPolicy.DEBT),
+        ("adjust", -5),
+        ("refund", 2, None),
+        ("advance", 200, True),
     ],
 }
 

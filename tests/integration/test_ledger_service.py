@@ -4,6 +4,7 @@ reversals with each shortfall policy, holds, blocked members, idempotent replays
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -57,8 +58,7 @@ def tenant_total(c: Container, m: Merchant, kind: str) -> int:
                 "ON a.id = p.account_id WHERE a.owner = 'tenant' AND a.kind = :k "
                 "AND a.tenant_id = :t"
             ),
-            {"k": kind, "t": m.tenant_id.hex if c.engine.dialect.name == "sqlite"
-             else m.tenant_id},
+            {"k": kind, "t": m.tenant_id.hex if c.engine.dialect.name == "sqlite" else m.tenant_id},
         ).scalar_one()
     return int(value)
 
@@ -78,7 +78,8 @@ def assert_verified(c: Container) -> None:
 
 def only_txn(result: Any) -> uuid.UUID:
     assert len(result.transactions) == 1
-    return result.transactions[0].id
+    txn_id: uuid.UUID = result.transactions[0].id
+    return txn_id
 
 
 # ---- pending points ----------------------------------------------------------------------
@@ -134,8 +135,9 @@ def test_first_spend_after_the_pending_period_settles_without_the_job(
     assert_verified(container)
 
 
-def test_per_call_pending_days_and_available_at(container: Container, merchant: Merchant,
-                                                clock: FakeClock) -> None:
+def test_per_call_pending_days_and_available_at(
+    container: Container, merchant: Merchant, clock: FakeClock
+) -> None:
     member = enroll(container, merchant)
     container.ledger.accrue(merchant.actor, member, 10)  # tenant default: no pending period
     container.ledger.accrue(merchant.actor, member, 20, pending_days=3)
@@ -157,8 +159,13 @@ def test_lot_dates_are_checked(container: Container, merchant: Merchant) -> None
         container.ledger.accrue(merchant.actor, member, 10, expires_at=START)
     assert err.value.code == "invalid_lot_dates"
     with pytest.raises(BusinessRuleViolation):
-        container.ledger.accrue(merchant.actor, member, 10, available_at=START + timedelta(2),
-                                expires_at=START + timedelta(1))
+        container.ledger.accrue(
+            merchant.actor,
+            member,
+            10,
+            available_at=START + timedelta(2),
+            expires_at=START + timedelta(1),
+        )
     for bad in (0, -5, 10**12 + 1):
         with pytest.raises(BusinessRuleViolation):
             container.ledger.accrue(merchant.actor, member, bad)
@@ -204,8 +211,9 @@ def test_expiry_burns_what_is_left_of_a_lot(container: Container, clock: FakeClo
 def test_pending_lot_that_expires_before_activation_expires_from_pending(
     container: Container, clock: FakeClock
 ) -> None:
-    m = make_merchant(container, "Short", pending_days=10,
-                      expiry_policy={"kind": "rolling", "days": 5})
+    m = make_merchant(
+        container, "Short", pending_days=10, expiry_policy={"kind": "rolling", "days": 5}
+    )
     member = enroll(container, m)
     container.ledger.accrue(m.actor, member, 100)
     clock.advance(days=30)
@@ -306,8 +314,9 @@ def test_refund_after_the_lot_expired_makes_a_new_lot_with_the_original_dates(
     container: Container, merchant: Merchant, clock: FakeClock
 ) -> None:
     member = enroll(container, merchant)
-    short = only_txn(container.ledger.accrue(merchant.actor, member, 100,
-                                             expires_at=START + timedelta(days=10)))
+    short = only_txn(
+        container.ledger.accrue(merchant.actor, member, 100, expires_at=START + timedelta(days=10))
+    )
     never = only_txn(container.ledger.accrue(merchant.actor, member, 100))
     spend = only_txn(container.ledger.redeem(merchant.actor, member, 60))
     assert _remaining(container, short, never) == [40, 100]
@@ -337,8 +346,9 @@ def test_refund_to_a_lot_whose_expiry_passed_while_spent_out(
     container: Container, merchant: Merchant, clock: FakeClock
 ) -> None:
     member = enroll(container, merchant)
-    short = only_txn(container.ledger.accrue(merchant.actor, member, 100,
-                                             expires_at=START + timedelta(days=10)))
+    short = only_txn(
+        container.ledger.accrue(merchant.actor, member, 100, expires_at=START + timedelta(days=10))
+    )
     container.ledger.accrue(merchant.actor, member, 100)
     spend = only_txn(container.ledger.redeem(merchant.actor, member, 100))
     clock.advance(days=11)
@@ -349,7 +359,8 @@ def test_refund_to_a_lot_whose_expiry_passed_while_spent_out(
     assert container.ledger.balance(merchant.actor, member).available == 100
     container.jobs.run()
     assert (lot_of(container, short).status, accounts_of(container, member)["wallet"]) == (
-        "expired", 100
+        "expired",
+        100,
     )
     assert_verified(container)
 
@@ -431,8 +442,7 @@ def test_refund_of_a_debit_adjustment(container: Container, merchant: Merchant) 
 def _spent_accrual(c: Container, m: Merchant) -> tuple[uuid.UUID, uuid.UUID]:
     """An accrual of 100 of which 80 were spent, beside another lot of 50."""
     member = enroll(c, m)
-    accrual = only_txn(c.ledger.accrue(m.actor, member, 100,
-                                       expires_at=START + timedelta(days=5)))
+    accrual = only_txn(c.ledger.accrue(m.actor, member, 100, expires_at=START + timedelta(days=5)))
     c.ledger.accrue(m.actor, member, 50)
     c.ledger.redeem(m.actor, member, 80)  # all from the accrual's lot (sooner expiry)
     return member, accrual
@@ -606,8 +616,7 @@ def test_partial_capture_releases_the_rest(container: Container, merchant: Merch
             container.ledger.capture(merchant.actor, hold.id, bad)
         assert err.value.code == "invalid_points"
     result = container.ledger.capture(merchant.actor, hold.id, 60)
-    assert [(t.kind, t.amount) for t in result.transactions] == [("capture", 60),
-                                                                 ("release", 40)]
+    assert [(t.kind, t.amount) for t in result.transactions] == [("capture", 60), ("release", 40)]
     assert result.hold is not None
     assert (result.hold.status, result.hold.captured) == ("captured", 60)
     assert accounts_of(container, member) == {"wallet": 90, "pending": 0, "hold": 0}
@@ -684,7 +693,7 @@ def test_blocked_member_can_neither_earn_nor_spend(
     container.ledger.accrue(merchant.actor, member, 100)
     container.members.set_blocked(merchant.actor, member, True, reason="fraud check")
     before = row_counts(container)
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: container.ledger.accrue(merchant.actor, member, 10),
         lambda: container.ledger.redeem(merchant.actor, member, 10),
         lambda: container.ledger.hold(merchant.actor, member, 10),

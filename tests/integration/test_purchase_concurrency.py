@@ -25,7 +25,8 @@ pytestmark = pytest.mark.postgres_only
 
 T = TypeVar("T")
 BONUS: dict[str, Any] = {
-    "type": "bonus", "redemption": {"point_value": 100, "max_percent": 100},
+    "type": "bonus",
+    "redemption": {"point_value": 100, "max_percent": 100},
     "rules": [{"id": "base", "effects": [{"points_percent": 5}]}],
 }
 SPEND_ONLY: dict[str, Any] = {**BONUS, "rules": []}  # nothing earned to refill the card
@@ -58,15 +59,19 @@ def race(n: int, work: Callable[[int], T]) -> list[T | KopilkaError]:
     return [r for r in results if r is not None]
 
 
-def basket(member_id: uuid.UUID | None, redeem: int | None, price: int = 1_000_000,
-           qty: int = 1) -> ReceiptInput:
+def basket(
+    member_id: uuid.UUID | None, redeem: int | None, price: int = 1_000_000, qty: int = 1
+) -> ReceiptInput:
     member = MemberRef(id=member_id) if member_id else None
-    return ReceiptInput(lines=(LineInput(sku="TV", qty=Decimal(qty), price=price),),
-                        member=member, redeem_points=redeem, outlet="OUT-1")
+    return ReceiptInput(
+        lines=(LineInput(sku="TV", qty=Decimal(qty), price=price),),
+        member=member,
+        redeem_points=redeem,
+        outlet="OUT-1",
+    )
 
 
-def family(container: Container, actor: Actor,
-           document: dict[str, Any] = BONUS) -> uuid.UUID:
+def family(container: Container, actor: Actor, document: dict[str, Any] = BONUS) -> uuid.UUID:
     container.programs.publish(actor, "bonus", document)
     member_id = container.members.enroll(actor, {"name": "Family"}).id
     container.ledger.accrue(actor, member_id, START)
@@ -87,8 +92,9 @@ def test_family_card_is_never_overdrawn(container: Container, merchant: Merchant
     holding = {i for i in range(TILLS) if i % 2}
 
     def till(i: int) -> dict[str, Any]:
-        return container.purchases.confirm(actor, basket(member_id, asks[i]), f"FAM-{i}",
-                                           hold=i in holding)
+        return container.purchases.confirm(
+            actor, basket(member_id, asks[i]), f"FAM-{i}", hold=i in holding
+        )
 
     results = race(TILLS, till)
     assert len(results) == TILLS
@@ -114,9 +120,13 @@ def test_family_card_is_never_overdrawn(container: Container, merchant: Merchant
     assert count(container.engine, "receipts") == len(won)
     assert_ledger_ok(container)
     # Now the holds settle, again all at once: half confirmed, half voided.
-    held_receipts = [(i, uuid.UUID(results[i]["receipt"]["id"]))  # type: ignore[index]
-                     for i in won if i in holding]
+    held_receipts = [
+        (i, uuid.UUID(results[i]["receipt"]["id"]))  # type: ignore[index]
+        for i in won
+        if i in holding
+    ]
     if held_receipts:
+
         def settle(k: int) -> dict[str, Any]:
             _i, receipt_id = held_receipts[k]
             if k % 2:
@@ -134,8 +144,9 @@ def test_family_card_is_never_overdrawn(container: Container, merchant: Merchant
 
 
 @pytest.mark.parametrize("hold", [False, True])
-def test_same_receipt_from_three_tills_is_one_receipt(container: Container, merchant: Merchant,
-                                                      hold: bool) -> None:
+def test_same_receipt_from_three_tills_is_one_receipt(
+    container: Container, merchant: Merchant, hold: bool
+) -> None:
     actor = merchant.actor
     member_id = family(container, actor)
 
@@ -150,8 +161,9 @@ def test_same_receipt_from_three_tills_is_one_receipt(container: Container, merc
     for error in refused:  # a twin still in flight is told to retry, nothing else
         assert error.code == "idempotency_in_progress", error
     with container.engine.connect() as conn:
-        stored = conn.execute(sa.text(
-            "SELECT count(*) FROM receipts WHERE receipt_number = 'SAME-1'")).scalar_one()
+        stored = conn.execute(
+            sa.text("SELECT count(*) FROM receipts WHERE receipt_number = 'SAME-1'")
+        ).scalar_one()
     assert stored == 1
     state = container.ledger.balance(actor, member_id)
     earned = 0 if hold else answers[0]["totals"]["points_earned"]
@@ -163,12 +175,14 @@ def test_same_receipt_from_three_tills_is_one_receipt(container: Container, merc
     assert_ledger_ok(container)
 
 
-def test_racing_refunds_never_refund_more_than_was_bought(container: Container,
-                                                          merchant: Merchant) -> None:
+def test_racing_refunds_never_refund_more_than_was_bought(
+    container: Container, merchant: Merchant
+) -> None:
     actor = merchant.actor
     member_id = family(container, actor)
-    bought = container.purchases.confirm(actor, basket(member_id, 400, price=100_000, qty=4),
-                                         "REF-1")
+    bought = container.purchases.confirm(
+        actor, basket(member_id, 400, price=100_000, qty=4), "REF-1"
+    )
     receipt_id = uuid.UUID(bought["receipt"]["id"])
 
     def refund_one(i: int) -> dict[str, Any]:
@@ -189,9 +203,14 @@ def test_racing_refunds_never_refund_more_than_was_bought(container: Container,
 def test_confirm_and_void_of_one_hold_race(container: Container, merchant: Merchant) -> None:
     actor = merchant.actor
     member_id = family(container, actor)
-    receipt_ids = [uuid.UUID(container.purchases.confirm(
-        actor, basket(member_id, 100, price=20_000), f"HOLD-{k}", hold=True)["receipt"]["id"])
-        for k in range(4)]
+    receipt_ids = [
+        uuid.UUID(
+            container.purchases.confirm(
+                actor, basket(member_id, 100, price=20_000), f"HOLD-{k}", hold=True
+            )["receipt"]["id"]
+        )
+        for k in range(4)
+    ]
 
     def decide(i: int) -> dict[str, Any]:
         receipt_id = receipt_ids[i // 2]
@@ -202,7 +221,7 @@ def test_confirm_and_void_of_one_hold_race(container: Container, merchant: Merch
     results = race(8, decide)
     expected = START
     for k, receipt_id in enumerate(receipt_ids):
-        pair = results[2 * k:2 * k + 2]
+        pair = results[2 * k : 2 * k + 2]
         wins = [r for r in pair if isinstance(r, dict)]
         assert len(wins) == 1, pair  # one decision wins, the other is told the outcome
         loser = next(r for r in pair if isinstance(r, KopilkaError))

@@ -30,21 +30,33 @@ from kopilka.services.verify import verify_ledger
 from tests.conftest import Merchant
 
 PROPERTY_SETTINGS = settings(
-    max_examples=15, deadline=None, database=None,
+    max_examples=15,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 CARD: dict[str, Any] = {
     "type": "discount",
-    "rules": [{"id": "card", "lines": {"not": {"category": "tobacco"}},
-               "effects": [{"discount_percent": 7}]}],
+    "rules": [
+        {
+            "id": "card",
+            "lines": {"not": {"category": "tobacco"}},
+            "effects": [{"discount_percent": 7}],
+        }
+    ],
 }
 BONUS: dict[str, Any] = {
-    "type": "bonus", "refund_shortfall": "cash", "pending_days": 0,
+    "type": "bonus",
+    "refund_shortfall": "cash",
+    "pending_days": 0,
     "redemption": {"point_value": 100, "max_percent": 60},
     "rules": [
         {"id": "base", "effects": [{"points_percent": 5}]},
-        {"id": "coffee", "lines": {"category": "drinks/coffee"},
-         "effects": [{"points_per_unit": 2}]},
+        {
+            "id": "coffee",
+            "lines": {"category": "drinks/coffee"},
+            "effects": [{"points_per_unit": 2}],
+        },
         {"id": "big", "when": {"amount_gte": 100000}, "effects": [{"points_fixed": 25}]},
     ],
 }
@@ -57,14 +69,16 @@ quantities = st.one_of(
 lines_strategy = st.lists(
     st.builds(
         lambda sku, qty, price, category, flags: LineInput(
-            sku=f"SKU-{sku}", qty=qty, price=price, category=category or None,
-            flags=tuple(flags)),
-        st.integers(0, 9), quantities,
+            sku=f"SKU-{sku}", qty=qty, price=price, category=category or None, flags=tuple(flags)
+        ),
+        st.integers(0, 9),
+        quantities,
         st.one_of(st.just(0), st.integers(1, 60000)),
         st.sampled_from(CATEGORIES),
         st.sets(st.sampled_from(["no_discount", "no_points"])).map(sorted),
     ),
-    min_size=1, max_size=6,
+    min_size=1,
+    max_size=6,
 )
 
 
@@ -83,16 +97,18 @@ def new_member(container: Container, actor: Actor, points: int) -> uuid.UUID:
 
 
 def receipt(member_id: uuid.UUID, lines: list[LineInput], redeem: int | None) -> ReceiptInput:
-    return ReceiptInput(lines=tuple(lines), member=MemberRef(id=member_id), redeem_points=redeem,
-                        outlet="OUT-1")
+    return ReceiptInput(
+        lines=tuple(lines), member=MemberRef(id=member_id), redeem_points=redeem, outlet="OUT-1"
+    )
 
 
 def account_balances(container: Container, tenant_id: uuid.UUID) -> dict[Any, int]:
     """Every account of the tenant (members' and the tenant's own) by id."""
     with container.engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT id, balance FROM accounts WHERE tenant_id = :t"),
-                            {"t": tenant_id if container.engine.dialect.name == "postgresql"
-                             else tenant_id.hex}).all()
+        rows = conn.execute(
+            sa.text("SELECT id, balance FROM accounts WHERE tenant_id = :t"),
+            {"t": tenant_id if container.engine.dialect.name == "postgresql" else tenant_id.hex},
+        ).all()
     return {str(r.id): int(r.balance) for r in rows}
 
 
@@ -100,15 +116,21 @@ def available(container: Container, actor: Actor, member_id: uuid.UUID) -> int:
     return container.ledger.balance(actor, member_id).available
 
 
-def buy(container: Container, actor: Actor, member_id: uuid.UUID, lines: list[LineInput],
-        fraction: float, hold: bool) -> dict[str, Any]:
+def buy(
+    container: Container,
+    actor: Actor,
+    member_id: uuid.UUID,
+    lines: list[LineInput],
+    fraction: float,
+    hold: bool,
+) -> dict[str, Any]:
     """Confirm (or hold and confirm) a receipt paying ``fraction`` of what points may pay."""
-    most = container.purchases.calculate(actor, receipt(member_id, lines, None))[
-        "max_redeemable"]
+    most = container.purchases.calculate(actor, receipt(member_id, lines, None))["max_redeemable"]
     redeem = int(most * fraction) or None
     number = uuid.uuid4().hex
-    result = container.purchases.confirm(actor, receipt(member_id, lines, redeem), number,
-                                         hold=hold)
+    result = container.purchases.confirm(
+        actor, receipt(member_id, lines, redeem), number, hold=hold
+    )
     if hold:
         result = container.purchases.confirm_held(actor, uuid.UUID(result["receipt"]["id"]))
     assert result["totals"]["points_redeemed"] == (redeem or 0)
@@ -121,11 +143,22 @@ def assert_ledger_ok(container: Container, tenant_id: uuid.UUID) -> None:
 
 
 @PROPERTY_SETTINGS
-@given(lines=lines_strategy, start=st.integers(0, 3000), fraction=st.floats(0, 1),
-       hold=st.booleans(), undo=st.sampled_from(["refund", "cancel"]))
+@given(
+    lines=lines_strategy,
+    start=st.integers(0, 3000),
+    fraction=st.floats(0, 1),
+    hold=st.booleans(),
+    undo=st.sampled_from(["refund", "cancel"]),
+)
 def test_undoing_a_purchase_restores_every_account(
-        container: Container, shop: Merchant, lines: list[LineInput], start: int,
-        fraction: float, hold: bool, undo: str) -> None:
+    container: Container,
+    shop: Merchant,
+    lines: list[LineInput],
+    start: int,
+    fraction: float,
+    hold: bool,
+    undo: str,
+) -> None:
     actor = shop.actor
     member_id = new_member(container, actor, start)
     before = account_balances(container, shop.tenant_id)
@@ -133,7 +166,8 @@ def test_undoing_a_purchase_restores_every_account(
     receipt_id = uuid.UUID(result["receipt"]["id"])
     totals = result["totals"]
     assert available(container, actor, member_id) == (
-        start - totals["points_redeemed"] + totals["points_earned"])
+        start - totals["points_redeemed"] + totals["points_earned"]
+    )
     if undo == "refund":
         back = container.purchases.refund(actor, receipt_id, "full", None)
         assert back["points_returned"] == totals["points_redeemed"]
@@ -150,11 +184,24 @@ def test_undoing_a_purchase_restores_every_account(
 
 
 @PROPERTY_SETTINGS
-@given(lines=lines_strategy, start=st.integers(0, 3000), fraction=st.floats(0, 1),
-       hold=st.booleans(), spend=st.floats(0, 1), data=st.data())
+@given(
+    lines=lines_strategy,
+    start=st.integers(0, 3000),
+    fraction=st.floats(0, 1),
+    hold=st.booleans(),
+    spend=st.floats(0, 1),
+    data=st.data(),
+)
 def test_partial_refunds_never_exceed_the_receipt_and_add_up(
-        container: Container, shop: Merchant, lines: list[LineInput], start: int,
-        fraction: float, hold: bool, spend: float, data: st.DataObject) -> None:
+    container: Container,
+    shop: Merchant,
+    lines: list[LineInput],
+    start: int,
+    fraction: float,
+    hold: bool,
+    spend: float,
+    data: st.DataObject,
+) -> None:
     actor = shop.actor
     member_id = new_member(container, actor, start)
     result = buy(container, actor, member_id, lines, fraction, hold)
@@ -175,8 +222,10 @@ def test_partial_refunds_never_exceed_the_receipt_and_add_up(
         open_lines = sorted(n for n, qty in left.items() if qty > 0)
         if not open_lines:
             break
-        chosen = data.draw(st.lists(st.sampled_from(open_lines), min_size=1, max_size=3,
-                                    unique=True), label="lines")
+        chosen = data.draw(
+            st.lists(st.sampled_from(open_lines), min_size=1, max_size=3, unique=True),
+            label="lines",
+        )
         asked = []
         for n in chosen:
             thousandths = data.draw(st.integers(1, int(left[n] * 1000)), label=f"qty {n}")
@@ -203,8 +252,10 @@ def test_partial_refunds_never_exceed_the_receipt_and_add_up(
         assert nothing.value.code == "nothing_to_refund"
     # Everything is refunded: the refunds add up to the receipt exactly.
     assert sum(r["points_returned"] for r in refunds) == totals["points_redeemed"]
-    assert sum(r["points_taken_back"] + r["shortfall_points"] for r in refunds) == (
-        totals["points_earned"])
+    assert (
+        sum(r["points_taken_back"] + r["shortfall_points"] for r in refunds)
+        == (totals["points_earned"])
+    )
     assert sum(r["money_refunded_before_shortfall"] for r in refunds) == totals["pay"]
     shortfall = sum(r["shortfall_points"] for r in refunds)
     assert sum(r["shortfall_money"] for r in refunds) == shortfall * 100

@@ -21,12 +21,14 @@ from kopilka.domain.ledger.expiry import (
 MSK = ZoneInfo("Europe/Moscow")  # UTC+3 all year
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
-def msk(*args: int) -> datetime:
-    return datetime(*args, tzinfo=MSK).astimezone(UTC)  # type: ignore[misc]
+def msk(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=MSK).astimezone(UTC)
 
 
 # ---- parsing -----------------------------------------------------------------------------
@@ -96,8 +98,16 @@ def test_rolling_across_a_daylight_saving_change_keeps_whole_local_days() -> Non
         min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
     ),
     days=st.integers(min_value=1, max_value=3650),
-    zone=st.sampled_from(["Europe/Moscow", "UTC", "Europe/Berlin", "America/New_York",
-                          "Asia/Kolkata", "Pacific/Auckland"]),
+    zone=st.sampled_from(
+        [
+            "Europe/Moscow",
+            "UTC",
+            "Europe/Berlin",
+            "America/New_York",
+            "Asia/Kolkata",
+            "Pacific/Auckland",
+        ]
+    ),
 )
 def test_rolling_is_always_a_local_midnight_days_plus_one_local_days_later(
     earned: datetime, days: int, zone: str
@@ -141,7 +151,7 @@ def test_rolling_is_always_a_local_midnight_days_plus_one_local_days_later(
     ],
 )
 def test_calendar_periods(period: str, extra: int, earned: datetime, expected: datetime) -> None:
-    policy = CalendarExpiry(period=period, extra_periods=extra)  # type: ignore[arg-type]
+    policy = CalendarExpiry(period=period, extra_periods=extra)
     assert expires_at(policy, earned, "Europe/Moscow") == expected
 
 
@@ -161,7 +171,7 @@ def test_calendar_periods(period: str, extra: int, earned: datetime, expected: d
 def test_calendar_boundary_depends_on_the_tenant_time_zone(
     period: str, earned: datetime, moscow: datetime, in_utc: datetime
 ) -> None:
-    policy = CalendarExpiry(period=period)  # type: ignore[arg-type]
+    policy = CalendarExpiry(period=period)
     assert expires_at(policy, earned, "Europe/Moscow") == moscow
     assert expires_at(policy, earned, "UTC") == in_utc
 
@@ -184,8 +194,11 @@ def test_calendar_is_the_first_local_midnight_of_a_period_start_after_earning(
     earned: datetime, period: str, extra: int
 ) -> None:
     months = {"month": 1, "quarter": 3, "year": 12}[period]
-    got = expires_at(CalendarExpiry(period=period, extra_periods=extra), earned,  # type: ignore[arg-type]
-                     "Europe/Moscow")
+    got = expires_at(
+        CalendarExpiry(period=period, extra_periods=extra),
+        earned,
+        "Europe/Moscow",
+    )
     assert got is not None
     assert got > earned
     local = got.astimezone(MSK)

@@ -124,9 +124,7 @@ lot_specs = st.lists(
 
 
 @given(specs=lot_specs, amount=st.integers(min_value=0, max_value=3000))
-def test_allocate_properties(
-    specs: list[tuple[int, int | None, LotStatus]], amount: int
-) -> None:
+def test_allocate_properties(specs: list[tuple[int, int | None, LotStatus]], amount: int) -> None:
     lots = [
         lot(remaining, expires_in=exp, status=status, amount=remaining + 3, name=i + 1)
         for i, (remaining, exp, status) in enumerate(specs)
@@ -154,7 +152,8 @@ def test_allocate_properties(
     if takes:
         last = dates[-1]
         untouched = [
-            item for item in lots
+            item
+            for item in lots
             if item.is_spendable(NOW) and item.id not in {t.lot_id for t in takes}
         ]
         assert all((item.expires_at or far) >= last for item in untouched)

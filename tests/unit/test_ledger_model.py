@@ -50,7 +50,7 @@ def test_unbalanced_or_malformed_postings_are_refused(
         check_balanced(postings)
 
 
-@given(st.lists(st.integers(min_value=-10**12, max_value=10**12).filter(bool), min_size=1))
+@given(st.lists(st.integers(min_value=-(10**12), max_value=10**12).filter(bool), min_size=1))
 def test_any_postings_closed_by_their_negated_sum_balance(amounts: list[int]) -> None:
     total = sum(amounts)
     postings = [Posting(uuid.uuid4(), a) for a in amounts]
@@ -80,8 +80,15 @@ def test_account_kinds_are_split_between_members_and_tenant() -> None:
 # ---- the plan ----------------------------------------------------------------------------
 def _txn(kind: str = "accrual", amount: int = 1) -> NewTransaction:
     return NewTransaction(
-        id=uuid.uuid4(), kind=kind, member_id=A, currency="points", amount=amount,
-        actor="test", source_type="api", source_id=None, occurred_at=NOW,
+        id=uuid.uuid4(),
+        kind=kind,
+        member_id=A,
+        currency="points",
+        amount=amount,
+        actor="test",
+        source_type="api",
+        source_id=None,
+        occurred_at=NOW,
     )
 
 
@@ -124,8 +131,14 @@ def test_plan_lots_stay_within_zero_and_their_amount() -> None:
     plan, _ = _plan()
     source = _txn()
     lot_id = plan.create_lot(
-        member_id=A, currency="points", amount=100, remaining=100, status=LotStatus.ACTIVE,
-        available_at=NOW, expires_at=NOW + timedelta(days=30), source_txn_id=source.id,
+        member_id=A,
+        currency="points",
+        amount=100,
+        remaining=100,
+        status=LotStatus.ACTIVE,
+        available_at=NOW,
+        expires_at=NOW + timedelta(days=30),
+        source_txn_id=source.id,
     )
     spend = _txn("redemption", 40)
     plan.change_lot(lot_id, -40, txn_id=spend.id, origin_id=spend.id)
@@ -139,9 +152,7 @@ def test_plan_lots_stay_within_zero_and_their_amount() -> None:
     plan.change_lot(lot_id, 0, txn_id=spend.id, origin_id=spend.id, status=LotStatus.EXPIRED)
     assert plan.new_lots[lot_id].status is LotStatus.EXPIRED
     # Zero changes record no movement; the one real change does.
-    assert [(m.lot_id, m.amount, m.origin_id) for m in plan.movements] == [
-        (lot_id, -40, spend.id)
-    ]
+    assert [(m.lot_id, m.amount, m.origin_id) for m in plan.movements] == [(lot_id, -40, spend.id)]
 
 
 def test_plan_records_changes_to_existing_lots() -> None:

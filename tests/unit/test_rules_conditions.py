@@ -29,8 +29,9 @@ YEKT = ZoneInfo("Asia/Yekaterinburg")  # UTC+5
 def ln(sku: str, price: int = 10_000, qty: str = "1", **extra: Any) -> Line:
     """A receipt line; the amount is price × qty as the till computes it."""
     quantity = Decimal(qty)
-    return Line(index=0, sku=sku, qty=quantity, price=price,
-                amount=line_amount(price, quantity), **extra)
+    return Line(
+        index=0, sku=sku, qty=quantity, price=price, amount=line_amount(price, quantity), **extra
+    )
 
 
 def receipt(*lines: Line) -> list[Line]:
@@ -38,32 +39,56 @@ def receipt(*lines: Line) -> list[Line]:
     return [replace(line, index=i) for i, line in enumerate(lines)]
 
 
-LATTE = ln("LATTE", 25_000, category=("drinks", "coffee"), brand="Lavazza",
-           tags=frozenset({"hot", "new"}), attributes={"size": "L", "milk": "oat"})
+LATTE = ln(
+    "LATTE",
+    25_000,
+    category=("drinks", "coffee"),
+    brand="Lavazza",
+    tags=frozenset({"hot", "new"}),
+    attributes={"size": "L", "milk": "oat"},
+)
 TEA = ln("TEA", 15_000, category=("drinks", "tea"), brand="Greenfield", tags=frozenset({"hot"}))
-CROISSANT = ln("CROISSANT", 12_000, category=("bakery",), brand="Paul",
-               tags=frozenset({"fresh"}), attributes={"size": "M"})
+CROISSANT = ln(
+    "CROISSANT",
+    12_000,
+    category=("bakery",),
+    brand="Paul",
+    tags=frozenset({"fresh"}),
+    attributes={"size": "M"},
+)
 BEANS = ln("BEANS", 200_000, "0.250", category=("drinks", "beans"))  # weighed: 500,00 ₽
 TWO_LATTES = ln("LATTE", 25_000, "2", category=("drinks", "coffee"), brand="Lavazza")
 
 BASKET = receipt(LATTE, CROISSANT)
 GOLD = MemberFacts(
-    id="m1", tier="gold", segments=frozenset({"vip", "students"}), tags=frozenset({"staff"}),
-    attributes={"city": "spb", "kids": 2}, purchases_before=0, birthday=(5, 15),
+    id="m1",
+    tier="gold",
+    segments=frozenset({"vip", "students"}),
+    tags=frozenset({"staff"}),
+    attributes={"city": "spb", "kids": 2},
+    purchases_before=0,
+    birthday=(5, 15),
     clubs=frozenset({"coffee-club"}),
 )
 
 
-def ctx(local: str = "2024-05-15T12:00", tz: ZoneInfo = MSK, *, today: str | None = None,
-        **extra: Any) -> Context:
+def ctx(
+    local: str = "2024-05-15T12:00", tz: ZoneInfo = MSK, *, today: str | None = None, **extra: Any
+) -> Context:
     """A context at ``local`` outlet time; the tenant's date defaults to the same day."""
     local_time = datetime.fromisoformat(local).replace(tzinfo=tz)
     tenant_today = date.fromisoformat(today) if today else local_time.date()
     base: dict[str, Any] = {
-        "occurred_at": local_time.astimezone(UTC), "local_time": local_time,
-        "tenant_today": tenant_today, "outlet_code": "MSK-1",
-        "outlet_tags": frozenset({"mall", "24h"}), "region": "msk", "channel": "store",
-        "payment_method": "card", "coupons": frozenset(), "member": GOLD,
+        "occurred_at": local_time.astimezone(UTC),
+        "local_time": local_time,
+        "tenant_today": tenant_today,
+        "outlet_code": "MSK-1",
+        "outlet_tags": frozenset({"mall", "24h"}),
+        "region": "msk",
+        "channel": "store",
+        "payment_method": "card",
+        "coupons": frozenset(),
+        "member": GOLD,
     }
     base.update(extra)
     return Context(**base)
@@ -83,9 +108,16 @@ def holds(condition: Any, lines: Sequence[Line], context: Context) -> bool:
 
 def applies_through_engine(condition: Any, lines: Sequence[Line], context: Context) -> bool:
     """Whether a rule with ``when: condition`` is chosen by the evaluator."""
-    program = compile_program({"type": "bonus", "rules": [
-        {"id": "r", "when": condition, "effects": [{"gift": {"sku": "GIFT"}}]},
-    ]}, "p", 1)
+    program = compile_program(
+        {
+            "type": "bonus",
+            "rules": [
+                {"id": "r", "when": condition, "effects": [{"gift": {"sku": "GIFT"}}]},
+            ],
+        },
+        "p",
+        1,
+    )
     return evaluate([program], lines, context).rules_by_program["p"] == ["r"]
 
 
@@ -118,16 +150,21 @@ LINE_ROWS = [
     pytest.param({"tag": "frozen"}, BASKET, False, id="tag-absent"),
     pytest.param({"tag_in": ["frozen", "new"]}, BASKET, True, id="tag_in"),
     pytest.param({"tag_in": ["frozen"]}, BASKET, False, id="tag_in-none"),
-    pytest.param({"attribute": {"name": "milk", "equals": "oat"}}, BASKET, True,
-                 id="attribute-equals"),
-    pytest.param({"attribute": {"name": "milk", "equals": "cow"}}, BASKET, False,
-                 id="attribute-equals-other"),
-    pytest.param({"attribute": {"name": "size", "in": ["S", "M"]}}, BASKET, True,
-                 id="attribute-in"),
-    pytest.param({"attribute": {"name": "size", "in": ["XL"]}}, BASKET, False,
-                 id="attribute-in-none"),
-    pytest.param({"attribute": {"name": "sugar", "equals": "no"}}, BASKET, False,
-                 id="attribute-missing"),
+    pytest.param(
+        {"attribute": {"name": "milk", "equals": "oat"}}, BASKET, True, id="attribute-equals"
+    ),
+    pytest.param(
+        {"attribute": {"name": "milk", "equals": "cow"}}, BASKET, False, id="attribute-equals-other"
+    ),
+    pytest.param(
+        {"attribute": {"name": "size", "in": ["S", "M"]}}, BASKET, True, id="attribute-in"
+    ),
+    pytest.param(
+        {"attribute": {"name": "size", "in": ["XL"]}}, BASKET, False, id="attribute-in-none"
+    ),
+    pytest.param(
+        {"attribute": {"name": "sugar", "equals": "no"}}, BASKET, False, id="attribute-missing"
+    ),
     pytest.param({"line_qty_gte": 2}, receipt(TWO_LATTES), True, id="line_qty_gte"),
     pytest.param({"line_qty_gte": 2}, BASKET, False, id="line_qty_gte-short"),
     pytest.param({"line_qty_gte": 0.25}, receipt(BEANS), True, id="line_qty_gte-weighed"),
@@ -138,8 +175,9 @@ LINE_ROWS = [
     pytest.param({"price_gte": 25_001}, BASKET, False, id="price_gte-no"),
     pytest.param({"price_lte": 12_000}, BASKET, True, id="price_lte-boundary"),
     pytest.param({"price_lte": 11_999}, BASKET, False, id="price_lte-no"),
-    pytest.param({"all": [{"category": "drinks"}, {"brand": "Lavazza"}]}, BASKET, True,
-                 id="all-on-one-line"),
+    pytest.param(
+        {"all": [{"category": "drinks"}, {"brand": "Lavazza"}]}, BASKET, True, id="all-on-one-line"
+    ),
     pytest.param({"any": [{"sku": "TEA"}, {"brand": "Paul"}]}, BASKET, True, id="any"),
     pytest.param({"any": [{"sku": "TEA"}, {"brand": "Illy"}]}, BASKET, False, id="any-none"),
     pytest.param({"not": {"sku": "TEA"}}, BASKET, True, id="not"),
@@ -148,8 +186,9 @@ LINE_ROWS = [
 
 
 @pytest.mark.parametrize(("condition", "lines", "expected"), LINE_ROWS)
-def test_line_conditions_at_receipt_level(condition: Any, lines: list[Line],
-                                          expected: bool) -> None:
+def test_line_conditions_at_receipt_level(
+    condition: Any, lines: list[Line], expected: bool
+) -> None:
     check(condition, lines, ctx(), expected)
 
 
@@ -186,36 +225,78 @@ SET_A, SET_B, SET_C = ln("A", 5_000), ln("B", 6_000), ln("C", 7_000)
 THRESHOLD_ROWS = [
     pytest.param({"qty_gte": 3}, receipt(TWO_LATTES, CROISSANT), True, id="qty_gte-all-lines"),
     pytest.param({"qty_gte": 4}, receipt(TWO_LATTES, CROISSANT), False, id="qty_gte-short"),
-    pytest.param({"qty_gte": {"value": 3}}, receipt(TWO_LATTES, CROISSANT), True,
-                 id="qty_gte-object-without-of"),
-    pytest.param({"qty_gte": {"of": {"sku": "LATTE"}, "value": 2}}, receipt(TWO_LATTES), True,
-                 id="qty_gte-of"),
-    pytest.param({"qty_gte": {"of": {"sku": "LATTE"}, "value": 3}},
-                 receipt(TWO_LATTES, CROISSANT), False, id="qty_gte-of-ignores-others"),
-    pytest.param({"qty_gte": {"of": {"category": "drinks"}, "value": "2.25"}},
-                 receipt(TWO_LATTES, BEANS), True, id="qty_gte-of-weighed"),
-    pytest.param({"amount_gte": 62_000}, receipt(TWO_LATTES, CROISSANT), True,
-                 id="amount_gte-boundary"),
-    pytest.param({"amount_gte": 62_001}, receipt(TWO_LATTES, CROISSANT), False,
-                 id="amount_gte-short"),
-    pytest.param({"amount_gte": {"of": {"category": "bakery"}, "value": 12_000}}, BASKET, True,
-                 id="amount_gte-of"),
-    pytest.param({"amount_gte": {"of": {"category": "drinks"}, "value": 30_000}}, BASKET, False,
-                 id="amount_gte-of-short"),
+    pytest.param(
+        {"qty_gte": {"value": 3}},
+        receipt(TWO_LATTES, CROISSANT),
+        True,
+        id="qty_gte-object-without-of",
+    ),
+    pytest.param(
+        {"qty_gte": {"of": {"sku": "LATTE"}, "value": 2}},
+        receipt(TWO_LATTES),
+        True,
+        id="qty_gte-of",
+    ),
+    pytest.param(
+        {"qty_gte": {"of": {"sku": "LATTE"}, "value": 3}},
+        receipt(TWO_LATTES, CROISSANT),
+        False,
+        id="qty_gte-of-ignores-others",
+    ),
+    pytest.param(
+        {"qty_gte": {"of": {"category": "drinks"}, "value": "2.25"}},
+        receipt(TWO_LATTES, BEANS),
+        True,
+        id="qty_gte-of-weighed",
+    ),
+    pytest.param(
+        {"amount_gte": 62_000}, receipt(TWO_LATTES, CROISSANT), True, id="amount_gte-boundary"
+    ),
+    pytest.param(
+        {"amount_gte": 62_001}, receipt(TWO_LATTES, CROISSANT), False, id="amount_gte-short"
+    ),
+    pytest.param(
+        {"amount_gte": {"of": {"category": "bakery"}, "value": 12_000}},
+        BASKET,
+        True,
+        id="amount_gte-of",
+    ),
+    pytest.param(
+        {"amount_gte": {"of": {"category": "drinks"}, "value": 30_000}},
+        BASKET,
+        False,
+        id="amount_gte-of-short",
+    ),
     pytest.param({"lines_gte": 2}, BASKET, True, id="lines_gte"),
     pytest.param({"lines_gte": 3}, BASKET, False, id="lines_gte-short"),
-    pytest.param({"lines_gte": {"of": {"tag": "hot"}, "value": 2}}, receipt(LATTE, TEA), True,
-                 id="lines_gte-of"),
-    pytest.param({"lines_gte": {"of": {"tag": "hot"}, "value": 2}}, BASKET, False,
-                 id="lines_gte-of-short"),
+    pytest.param(
+        {"lines_gte": {"of": {"tag": "hot"}, "value": 2}},
+        receipt(LATTE, TEA),
+        True,
+        id="lines_gte-of",
+    ),
+    pytest.param(
+        {"lines_gte": {"of": {"tag": "hot"}, "value": 2}}, BASKET, False, id="lines_gte-of-short"
+    ),
     # "buy 3 of the set {A, B, C}": any mix of the set counts
-    pytest.param({"qty_gte": {"of": {"sku_in": ["A", "B", "C"]}, "value": 3}},
-                 receipt(SET_A, SET_B, SET_C), True, id="set-one-of-each"),
-    pytest.param({"qty_gte": {"of": {"sku_in": ["A", "B", "C"]}, "value": 3}},
-                 receipt(replace(SET_A, qty=Decimal(2), amount=10_000), SET_C), True,
-                 id="set-two-plus-one"),
-    pytest.param({"qty_gte": {"of": {"sku_in": ["A", "B", "C"]}, "value": 3}},
-                 receipt(SET_A, SET_B, CROISSANT), False, id="set-two-plus-outsider"),
+    pytest.param(
+        {"qty_gte": {"of": {"sku_in": ["A", "B", "C"]}, "value": 3}},
+        receipt(SET_A, SET_B, SET_C),
+        True,
+        id="set-one-of-each",
+    ),
+    pytest.param(
+        {"qty_gte": {"of": {"sku_in": ["A", "B", "C"]}, "value": 3}},
+        receipt(replace(SET_A, qty=Decimal(2), amount=10_000), SET_C),
+        True,
+        id="set-two-plus-one",
+    ),
+    pytest.param(
+        {"qty_gte": {"of": {"sku_in": ["A", "B", "C"]}, "value": 3}},
+        receipt(SET_A, SET_B, CROISSANT),
+        False,
+        id="set-two-plus-outsider",
+    ),
 ]
 
 
@@ -224,17 +305,32 @@ def test_threshold_conditions(condition: Any, lines: list[Line], expected: bool)
     check(condition, lines, ctx(), expected)
 
 
-@pytest.mark.parametrize(("condition", "lines", "gap"), [
-    pytest.param({"qty_gte": {"of": {"sku": "LATTE"}, "value": 3}}, receipt(TWO_LATTES),
-                 Gap("qty", Decimal(1)), id="qty"),
-    pytest.param({"qty_gte": {"of": {"category": "drinks"}, "value": 1}}, receipt(BEANS),
-                 Gap("qty", Decimal("0.750")), id="qty-weighed"),
-    pytest.param({"amount_gte": 100_000}, BASKET, Gap("amount", 63_000), id="amount"),
-    pytest.param({"lines_gte": 4}, BASKET, Gap("qty", Decimal(2)), id="lines"),
-    pytest.param({"all": [{"tier_in": ["gold"]}, {"amount_gte": 40_000}]}, BASKET,
-                 Gap("amount", 3_000), id="all-one-threshold-missing"),
-    pytest.param({"amount_gte": 37_000}, BASKET, None, id="met"),
-])
+@pytest.mark.parametrize(
+    ("condition", "lines", "gap"),
+    [
+        pytest.param(
+            {"qty_gte": {"of": {"sku": "LATTE"}, "value": 3}},
+            receipt(TWO_LATTES),
+            Gap("qty", Decimal(1)),
+            id="qty",
+        ),
+        pytest.param(
+            {"qty_gte": {"of": {"category": "drinks"}, "value": 1}},
+            receipt(BEANS),
+            Gap("qty", Decimal("0.750")),
+            id="qty-weighed",
+        ),
+        pytest.param({"amount_gte": 100_000}, BASKET, Gap("amount", 63_000), id="amount"),
+        pytest.param({"lines_gte": 4}, BASKET, Gap("qty", Decimal(2)), id="lines"),
+        pytest.param(
+            {"all": [{"tier_in": ["gold"]}, {"amount_gte": 40_000}]},
+            BASKET,
+            Gap("amount", 3_000),
+            id="all-one-threshold-missing",
+        ),
+        pytest.param({"amount_gte": 37_000}, BASKET, None, id="met"),
+    ],
+)
 def test_threshold_gaps(condition: Any, lines: list[Line], gap: Gap | None) -> None:
     errors = ErrorCollector()
     compiled = ConditionCompiler(errors).receipt(condition, ("when",))
@@ -244,7 +340,8 @@ def test_threshold_gaps(condition: Any, lines: list[Line], gap: Gap | None) -> N
 
 def test_all_gives_no_gap_when_a_non_threshold_part_fails_too() -> None:
     compiled = ConditionCompiler(ErrorCollector()).receipt(
-        {"all": [{"tier_in": ["silver"]}, {"amount_gte": 40_000}]}, ("when",))
+        {"all": [{"tier_in": ["silver"]}, {"amount_gte": 40_000}]}, ("when",)
+    )
     assert compiled.gap is not None
     assert compiled.gap(ctx(), BASKET) is None
 
@@ -266,21 +363,32 @@ CONTEXT_ROWS = [
     pytest.param({"channel_in": ["app"]}, ctx(channel="app"), True, id="channel_in-app"),
     pytest.param({"payment_method_in": ["card", "sbp"]}, ctx(), True, id="payment_method_in"),
     pytest.param({"payment_method_in": ["cash"]}, ctx(), False, id="payment_method_in-other"),
-    pytest.param({"payment_method_in": ["card"]}, ctx(payment_method=None), False,
-                 id="payment_method_in-unknown"),
-    pytest.param({"coupon": "SUMMER10"}, ctx(coupons=frozenset({"SUMMER10"})), True,
-                 id="coupon"),
-    pytest.param({"coupon": "summer10"}, ctx(coupons=frozenset({"SUMMER10"})), True,
-                 id="coupon-rule-lower-case"),
-    pytest.param({"coupon": "SUMMER10"}, ctx(coupons=frozenset({"Summer10"})), True,
-                 id="coupon-receipt-mixed-case"),
-    pytest.param({"coupon": "SUMMER10"}, ctx(coupons=frozenset({"WINTER5"})), False,
-                 id="coupon-other"),
+    pytest.param(
+        {"payment_method_in": ["card"]},
+        ctx(payment_method=None),
+        False,
+        id="payment_method_in-unknown",
+    ),
+    pytest.param({"coupon": "SUMMER10"}, ctx(coupons=frozenset({"SUMMER10"})), True, id="coupon"),
+    pytest.param(
+        {"coupon": "summer10"},
+        ctx(coupons=frozenset({"SUMMER10"})),
+        True,
+        id="coupon-rule-lower-case",
+    ),
+    pytest.param(
+        {"coupon": "SUMMER10"},
+        ctx(coupons=frozenset({"Summer10"})),
+        True,
+        id="coupon-receipt-mixed-case",
+    ),
+    pytest.param(
+        {"coupon": "SUMMER10"}, ctx(coupons=frozenset({"WINTER5"})), False, id="coupon-other"
+    ),
     pytest.param({"coupon": "SUMMER10"}, ctx(), False, id="coupon-none"),
     pytest.param({"tier_in": ["gold", "platinum"]}, ctx(), True, id="tier_in"),
     pytest.param({"tier_in": ["silver"]}, ctx(), False, id="tier_in-other"),
-    pytest.param({"tier_in": ["gold"]}, ctx(member=member(tier=None)), False,
-                 id="tier_in-no-tier"),
+    pytest.param({"tier_in": ["gold"]}, ctx(member=member(tier=None)), False, id="tier_in-no-tier"),
     pytest.param({"tier_in": ["gold"]}, NO_MEMBER, False, id="tier_in-no-member"),
     pytest.param({"segment_in": ["vip"]}, ctx(), True, id="segment_in"),
     pytest.param({"segment_in": ["churn"]}, ctx(), False, id="segment_in-other"),
@@ -291,30 +399,60 @@ CONTEXT_ROWS = [
     pytest.param({"member_tag": "staff"}, ctx(), True, id="member_tag"),
     pytest.param({"member_tag": "blogger"}, ctx(), False, id="member_tag-absent"),
     pytest.param({"member_tag": "staff"}, NO_MEMBER, False, id="member_tag-no-member"),
-    pytest.param({"member_attribute": {"name": "city", "equals": "spb"}}, ctx(), True,
-                 id="member_attribute-equals"),
-    pytest.param({"member_attribute": {"name": "city", "equals": "msk"}}, ctx(), False,
-                 id="member_attribute-equals-other"),
-    pytest.param({"member_attribute": {"name": "kids", "in": [1, 2, 3]}}, ctx(), True,
-                 id="member_attribute-in"),
-    pytest.param({"member_attribute": {"name": "kids", "in": [0]}}, ctx(), False,
-                 id="member_attribute-in-none"),
-    pytest.param({"member_attribute": {"name": "city", "equals": "spb"}}, NO_MEMBER, False,
-                 id="member_attribute-no-member"),
+    pytest.param(
+        {"member_attribute": {"name": "city", "equals": "spb"}},
+        ctx(),
+        True,
+        id="member_attribute-equals",
+    ),
+    pytest.param(
+        {"member_attribute": {"name": "city", "equals": "msk"}},
+        ctx(),
+        False,
+        id="member_attribute-equals-other",
+    ),
+    pytest.param(
+        {"member_attribute": {"name": "kids", "in": [1, 2, 3]}},
+        ctx(),
+        True,
+        id="member_attribute-in",
+    ),
+    pytest.param(
+        {"member_attribute": {"name": "kids", "in": [0]}},
+        ctx(),
+        False,
+        id="member_attribute-in-none",
+    ),
+    pytest.param(
+        {"member_attribute": {"name": "city", "equals": "spb"}},
+        NO_MEMBER,
+        False,
+        id="member_attribute-no-member",
+    ),
     pytest.param({"member": True}, ctx(), True, id="member-true"),
     pytest.param({"member": True}, NO_MEMBER, False, id="member-true-anonymous"),
     pytest.param({"member": False}, NO_MEMBER, True, id="member-false-anonymous"),
     pytest.param({"member": False}, ctx(), False, id="member-false-identified"),
     pytest.param({"first_purchase": True}, ctx(), True, id="first_purchase"),
-    pytest.param({"first_purchase": True}, ctx(member=member(purchases_before=3)), False,
-                 id="first_purchase-returning"),
-    pytest.param({"first_purchase": False}, ctx(member=member(purchases_before=3)), True,
-                 id="first_purchase-false-returning"),
+    pytest.param(
+        {"first_purchase": True},
+        ctx(member=member(purchases_before=3)),
+        False,
+        id="first_purchase-returning",
+    ),
+    pytest.param(
+        {"first_purchase": False},
+        ctx(member=member(purchases_before=3)),
+        True,
+        id="first_purchase-false-returning",
+    ),
     pytest.param({"first_purchase": True}, NO_MEMBER, False, id="first_purchase-anonymous"),
-    pytest.param({"nth_purchase": 3}, ctx(member=member(purchases_before=2)), True,
-                 id="nth_purchase"),
-    pytest.param({"nth_purchase": 3}, ctx(member=member(purchases_before=3)), False,
-                 id="nth_purchase-after"),
+    pytest.param(
+        {"nth_purchase": 3}, ctx(member=member(purchases_before=2)), True, id="nth_purchase"
+    ),
+    pytest.param(
+        {"nth_purchase": 3}, ctx(member=member(purchases_before=3)), False, id="nth_purchase-after"
+    ),
     pytest.param({"nth_purchase": 1}, ctx(), True, id="nth_purchase-first"),
     pytest.param({"nth_purchase": 1}, NO_MEMBER, False, id="nth_purchase-anonymous"),
 ]
@@ -338,47 +476,127 @@ TIME_ROWS = [
     pytest.param({"weekdays": [1, 2, 3, 4, 5]}, ctx("2024-05-15T12:00"), True, id="weekdays"),
     pytest.param({"weekdays": [6, 7]}, ctx("2024-05-15T12:00"), False, id="weekdays-weekend"),
     pytest.param({"weekdays": [7]}, ctx("2024-05-19T23:59"), True, id="weekdays-sunday"),
-    pytest.param({"weekdays": [1]}, utc_seen_from("2024-05-19T22:30", MSK), True,
-                 id="weekdays-outlet-local-monday"),  # Sunday in UTC, Monday in Moscow
-    pytest.param({"hours": {"from": "08:00", "to": "11:00"}}, ctx("2024-05-15T08:00"), True,
-                 id="hours-from-inclusive"),
-    pytest.param({"hours": {"from": "08:00", "to": "11:00"}}, ctx("2024-05-15T10:59"), True,
-                 id="hours-inside"),
-    pytest.param({"hours": {"from": "08:00", "to": "11:00"}}, ctx("2024-05-15T11:00"), False,
-                 id="hours-to-exclusive"),
-    pytest.param({"hours": {"from": "08:00", "to": "11:00"}}, ctx("2024-05-15T07:59"), False,
-                 id="hours-before"),
-    pytest.param({"hours": {"from": "22:00", "to": "02:00"}}, ctx("2024-05-15T23:30"), True,
-                 id="hours-midnight-evening"),
-    pytest.param({"hours": {"from": "22:00", "to": "02:00"}}, ctx("2024-05-15T00:00"), True,
-                 id="hours-midnight-at-midnight"),
-    pytest.param({"hours": {"from": "22:00", "to": "02:00"}}, ctx("2024-05-15T01:59"), True,
-                 id="hours-midnight-night"),
-    pytest.param({"hours": {"from": "22:00", "to": "02:00"}}, ctx("2024-05-15T02:00"), False,
-                 id="hours-midnight-end"),
-    pytest.param({"hours": {"from": "22:00", "to": "02:00"}}, ctx("2024-05-15T12:00"), False,
-                 id="hours-midnight-noon"),
-    pytest.param({"hours": {"from": "22:00", "to": "00:00"}}, ctx("2024-05-15T23:59"), True,
-                 id="hours-until-midnight"),
+    pytest.param(
+        {"weekdays": [1]},
+        utc_seen_from("2024-05-19T22:30", MSK),
+        True,
+        id="weekdays-outlet-local-monday",
+    ),  # Sunday in UTC, Monday in Moscow
+    pytest.param(
+        {"hours": {"from": "08:00", "to": "11:00"}},
+        ctx("2024-05-15T08:00"),
+        True,
+        id="hours-from-inclusive",
+    ),
+    pytest.param(
+        {"hours": {"from": "08:00", "to": "11:00"}},
+        ctx("2024-05-15T10:59"),
+        True,
+        id="hours-inside",
+    ),
+    pytest.param(
+        {"hours": {"from": "08:00", "to": "11:00"}},
+        ctx("2024-05-15T11:00"),
+        False,
+        id="hours-to-exclusive",
+    ),
+    pytest.param(
+        {"hours": {"from": "08:00", "to": "11:00"}},
+        ctx("2024-05-15T07:59"),
+        False,
+        id="hours-before",
+    ),
+    pytest.param(
+        {"hours": {"from": "22:00", "to": "02:00"}},
+        ctx("2024-05-15T23:30"),
+        True,
+        id="hours-midnight-evening",
+    ),
+    pytest.param(
+        {"hours": {"from": "22:00", "to": "02:00"}},
+        ctx("2024-05-15T00:00"),
+        True,
+        id="hours-midnight-at-midnight",
+    ),
+    pytest.param(
+        {"hours": {"from": "22:00", "to": "02:00"}},
+        ctx("2024-05-15T01:59"),
+        True,
+        id="hours-midnight-night",
+    ),
+    pytest.param(
+        {"hours": {"from": "22:00", "to": "02:00"}},
+        ctx("2024-05-15T02:00"),
+        False,
+        id="hours-midnight-end",
+    ),
+    pytest.param(
+        {"hours": {"from": "22:00", "to": "02:00"}},
+        ctx("2024-05-15T12:00"),
+        False,
+        id="hours-midnight-noon",
+    ),
+    pytest.param(
+        {"hours": {"from": "22:00", "to": "00:00"}},
+        ctx("2024-05-15T23:59"),
+        True,
+        id="hours-until-midnight",
+    ),
     # 19:30 UTC is 00:30 in Yekaterinburg: the outlet's clock decides, not UTC
-    pytest.param({"hours": {"from": "22:00", "to": "02:00"}},
-                 utc_seen_from("2024-05-15T19:30", YEKT), True, id="hours-outlet-local"),
-    pytest.param({"hours": {"from": "18:00", "to": "21:00"}},
-                 utc_seen_from("2024-05-15T19:30", YEKT), False, id="hours-not-utc"),
-    pytest.param({"date_between": {"from": "2024-05-01", "to": "2024-05-15"}},
-                 ctx("2024-05-15T23:59"), True, id="date_between-last-day-inclusive"),
-    pytest.param({"date_between": {"from": "2024-05-15", "to": "2024-05-31"}},
-                 ctx("2024-05-15T00:00"), True, id="date_between-first-day-inclusive"),
-    pytest.param({"date_between": {"from": "2024-05-16", "to": "2024-05-31"}},
-                 ctx("2024-05-15T12:00"), False, id="date_between-before"),
-    pytest.param({"date_between": {"from": "2024-05-01", "to": "2024-05-14"}},
-                 ctx("2024-05-15T12:00"), False, id="date_between-after"),
-    pytest.param({"date_between": {"from": "2024-05-01"}}, ctx("2030-01-01T12:00"), True,
-                 id="date_between-open-end"),
-    pytest.param({"date_between": {"to": "2024-05-01"}}, ctx("2024-05-02T12:00"), False,
-                 id="date_between-open-start"),
-    pytest.param({"date_between": {"from": "2024-05-16", "to": "2024-05-16"}},
-                 utc_seen_from("2024-05-15T21:30", MSK), True, id="date_between-outlet-local"),
+    pytest.param(
+        {"hours": {"from": "22:00", "to": "02:00"}},
+        utc_seen_from("2024-05-15T19:30", YEKT),
+        True,
+        id="hours-outlet-local",
+    ),
+    pytest.param(
+        {"hours": {"from": "18:00", "to": "21:00"}},
+        utc_seen_from("2024-05-15T19:30", YEKT),
+        False,
+        id="hours-not-utc",
+    ),
+    pytest.param(
+        {"date_between": {"from": "2024-05-01", "to": "2024-05-15"}},
+        ctx("2024-05-15T23:59"),
+        True,
+        id="date_between-last-day-inclusive",
+    ),
+    pytest.param(
+        {"date_between": {"from": "2024-05-15", "to": "2024-05-31"}},
+        ctx("2024-05-15T00:00"),
+        True,
+        id="date_between-first-day-inclusive",
+    ),
+    pytest.param(
+        {"date_between": {"from": "2024-05-16", "to": "2024-05-31"}},
+        ctx("2024-05-15T12:00"),
+        False,
+        id="date_between-before",
+    ),
+    pytest.param(
+        {"date_between": {"from": "2024-05-01", "to": "2024-05-14"}},
+        ctx("2024-05-15T12:00"),
+        False,
+        id="date_between-after",
+    ),
+    pytest.param(
+        {"date_between": {"from": "2024-05-01"}},
+        ctx("2030-01-01T12:00"),
+        True,
+        id="date_between-open-end",
+    ),
+    pytest.param(
+        {"date_between": {"to": "2024-05-01"}},
+        ctx("2024-05-02T12:00"),
+        False,
+        id="date_between-open-start",
+    ),
+    pytest.param(
+        {"date_between": {"from": "2024-05-16", "to": "2024-05-16"}},
+        utc_seen_from("2024-05-15T21:30", MSK),
+        True,
+        id="date_between-outlet-local",
+    ),
 ]
 
 
@@ -415,8 +633,12 @@ BIRTHDAY_ROWS = [
     pytest.param(*birthday(7, (1, 3), "2024-12-28"), True, id="jan3-a-week-before"),
     pytest.param(*birthday(30, (5, 15), "2024-06-14"), True, id="wide-window"),
     pytest.param(*birthday(3, None, "2024-05-15"), False, id="birthday-unknown"),
-    pytest.param({"birthday_window": {"days": 3}}, ctx(today="2024-05-15", member=None), False,
-                 id="anonymous"),
+    pytest.param(
+        {"birthday_window": {"days": 3}},
+        ctx(today="2024-05-15", member=None),
+        False,
+        id="anonymous",
+    ),
 ]
 
 
@@ -434,23 +656,37 @@ def test_birthday_uses_the_tenants_calendar_not_the_outlets() -> None:
 
 # ---- combinators at receipt level ----------------------------------------------------------
 COMBINATOR_ROWS = [
-    pytest.param({"all": [{"sku": "LATTE"}, {"tier_in": ["gold"]}]}, ctx(), True,
-                 id="all-line-and-member"),
-    pytest.param({"all": [{"sku": "LATTE"}, {"tier_in": ["silver"]}]}, ctx(), False,
-                 id="all-one-fails"),
-    pytest.param({"all": [{"sku": "LATTE"}, {"sku": "CROISSANT"}]}, ctx(), True,
-                 id="all-two-different-lines"),
+    pytest.param(
+        {"all": [{"sku": "LATTE"}, {"tier_in": ["gold"]}]}, ctx(), True, id="all-line-and-member"
+    ),
+    pytest.param(
+        {"all": [{"sku": "LATTE"}, {"tier_in": ["silver"]}]}, ctx(), False, id="all-one-fails"
+    ),
+    pytest.param(
+        {"all": [{"sku": "LATTE"}, {"sku": "CROISSANT"}]}, ctx(), True, id="all-two-different-lines"
+    ),
     pytest.param({"any": [{"sku": "TEA"}, {"coupon": "X"}]}, ctx(), False, id="any-none"),
-    pytest.param({"any": [{"sku": "TEA"}, {"member_tag": "staff"}]}, ctx(), True,
-                 id="any-context-part"),
-    pytest.param({"any": [{"sku": "TEA"}, {"category": "bakery"}]}, ctx(), True,
-                 id="any-line-parts"),
+    pytest.param(
+        {"any": [{"sku": "TEA"}, {"member_tag": "staff"}]}, ctx(), True, id="any-context-part"
+    ),
+    pytest.param(
+        {"any": [{"sku": "TEA"}, {"category": "bakery"}]}, ctx(), True, id="any-line-parts"
+    ),
     pytest.param({"not": {"channel_in": ["online"]}}, ctx(), True, id="not-context"),
     pytest.param({"not": {"sku": "TEA"}}, ctx(), True, id="not-line-absent"),
     pytest.param({"not": {"category": "drinks"}}, ctx(), False, id="not-line-present"),
-    pytest.param({"all": [{"any": [{"sku": "TEA"}, {"sku": "LATTE"}]},
-                          {"not": {"member": False}}, {"amount_gte": 37_000}]}, ctx(), True,
-                 id="nested"),
+    pytest.param(
+        {
+            "all": [
+                {"any": [{"sku": "TEA"}, {"sku": "LATTE"}]},
+                {"not": {"member": False}},
+                {"amount_gte": 37_000},
+            ]
+        },
+        ctx(),
+        True,
+        id="nested",
+    ),
 ]
 
 
@@ -460,20 +696,23 @@ def test_combinators(condition: Any, context: Context, expected: bool) -> None:
 
 
 # ---- the rule index ------------------------------------------------------------------------
-@pytest.mark.parametrize(("condition", "keys"), [
-    pytest.param({"sku": "LATTE"}, {"sku:LATTE"}, id="sku"),
-    pytest.param({"sku_in": ["A", "B"]}, {"sku:A", "sku:B"}, id="sku_in"),
-    pytest.param({"category": "drinks/coffee"}, {"cat:drinks/coffee"}, id="category"),
-    pytest.param({"category_in": ["a", "b/c"]}, {"cat:a", "cat:b/c"}, id="category_in"),
-    pytest.param({"any": [{"sku": "A"}, {"category": "b"}]}, {"sku:A", "cat:b"}, id="any"),
-    pytest.param({"any": [{"sku": "A"}, {"tier_in": ["gold"]}]}, None, id="any-open"),
-    pytest.param({"all": [{"sku_in": ["A", "B"]}, {"sku": "A"}]}, {"sku:A"}, id="all-smallest"),
-    pytest.param({"all": [{"tier_in": ["gold"]}, {"sku": "A"}]}, {"sku:A"}, id="all-one-known"),
-    pytest.param({"not": {"sku": "A"}}, None, id="not"),
-    pytest.param({"brand": "X"}, None, id="brand"),
-    pytest.param({"qty_gte": {"of": {"sku": "A"}, "value": 2}}, {"sku:A"}, id="threshold-of"),
-    pytest.param({"amount_gte": 100}, None, id="threshold"),
-])
+@pytest.mark.parametrize(
+    ("condition", "keys"),
+    [
+        pytest.param({"sku": "LATTE"}, {"sku:LATTE"}, id="sku"),
+        pytest.param({"sku_in": ["A", "B"]}, {"sku:A", "sku:B"}, id="sku_in"),
+        pytest.param({"category": "drinks/coffee"}, {"cat:drinks/coffee"}, id="category"),
+        pytest.param({"category_in": ["a", "b/c"]}, {"cat:a", "cat:b/c"}, id="category_in"),
+        pytest.param({"any": [{"sku": "A"}, {"category": "b"}]}, {"sku:A", "cat:b"}, id="any"),
+        pytest.param({"any": [{"sku": "A"}, {"tier_in": ["gold"]}]}, None, id="any-open"),
+        pytest.param({"all": [{"sku_in": ["A", "B"]}, {"sku": "A"}]}, {"sku:A"}, id="all-smallest"),
+        pytest.param({"all": [{"tier_in": ["gold"]}, {"sku": "A"}]}, {"sku:A"}, id="all-one-known"),
+        pytest.param({"not": {"sku": "A"}}, None, id="not"),
+        pytest.param({"brand": "X"}, None, id="brand"),
+        pytest.param({"qty_gte": {"of": {"sku": "A"}, "value": 2}}, {"sku:A"}, id="threshold-of"),
+        pytest.param({"amount_gte": 100}, None, id="threshold"),
+    ],
+)
 def test_index_keys(condition: Any, keys: set[str] | None) -> None:
     compiled = ConditionCompiler(ErrorCollector()).receipt(condition, ("when",))
     assert compiled.keys == (frozenset(keys) if keys is not None else None)

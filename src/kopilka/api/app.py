@@ -29,7 +29,13 @@ def create_app(container: Container) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    for router in (members.router, cards.router, ledger.router, admin.router, programs.router,
-                   purchases.router):
+    for router in (
+        members.router,
+        cards.router,
+        ledger.router,
+        admin.router,
+        programs.router,
+        purchases.router,
+    ):
         app.include_router(router)
     return app

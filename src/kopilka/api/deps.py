@@ -10,8 +10,11 @@ from kopilka.api.pagination import DEFAULT_PAGE, MAX_PAGE
 
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", max_length=255,
-           description="Retries with the same key and body replay the first answer."),
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Retries with the same key and body replay the first answer.",
+    ),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size, at most {MAX_PAGE}")]
 DEFAULT_LIMIT = DEFAULT_PAGE

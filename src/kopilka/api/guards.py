@@ -26,8 +26,13 @@ async def nul_character_errors(request: Request) -> list[dict[str, Any]]:
         errors.append({"path": ["path"], "message": MESSAGE, "code": "invalid_character"})
     for name, value in request.query_params.multi_items():
         if "\x00" in name or "\x00" in value:
-            errors.append({"path": ["query", name.replace("\x00", "")], "message": MESSAGE,
-                           "code": "invalid_character"})
+            errors.append(
+                {
+                    "path": ["query", name.replace("\x00", "")],
+                    "message": MESSAGE,
+                    "code": "invalid_character",
+                }
+            )
     if request.method in _BODY_METHODS:
         body = await request.body()
         if b"\x00" in body or _NUL_ESCAPE.search(body):

@@ -67,12 +67,16 @@ class RequestContextMiddleware:
                 await response(scope, _no_body, send_with_headers)
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
-            log.info("request", request_id=rid, method=scope.get("method"),
-                     path=scope.get("path"), status=status,
-                     ms=round((time.perf_counter() - started) * 1000, 2))
+            log.info(
+                "request",
+                request_id=rid,
+                method=scope.get("method"),
+                path=scope.get("path"),
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
 
-    async def _guarded_receive(self, scope: Scope, receive: Receive,
-                               send: Send) -> Receive | None:
+    async def _guarded_receive(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """Read the body once (it is small), refuse NUL characters, then replay it."""
         body = b""
         if scope.get("method") in _BODY_METHODS:
@@ -95,8 +99,14 @@ class RequestContextMiddleware:
         request = Request(scope, replay)
         errors = await nul_character_errors(request)
         if errors:
-            response = problem(request, 422, "validation_failed", "Validation failed",
-                               "The request has invalid fields.", errors)
+            response = problem(
+                request,
+                422,
+                "validation_failed",
+                "Validation failed",
+                "The request has invalid fields.",
+                errors,
+            )
             await response(scope, _no_body, send)
             return None
         sent = False

@@ -55,8 +55,9 @@ def problem(
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(body, status_code=status, media_type="application/problem+json",
-                        headers=headers)
+    return JSONResponse(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
 
 
 def _field_path(loc: tuple[Any, ...]) -> list[str | int]:
@@ -78,21 +79,39 @@ def install_problem_handlers(app: FastAPI) -> None:
             kind = str(err.get("type", "invalid"))
             if kind == "json_invalid":
                 malformed = True
-            errors.append({
-                "path": _field_path(tuple(err.get("loc", ()))),
-                "message": str(err.get("msg", "Invalid value")),
-                "code": _PYDANTIC_CODES.get(kind, kind),
-            })
+            errors.append(
+                {
+                    "path": _field_path(tuple(err.get("loc", ()))),
+                    "message": str(err.get("msg", "Invalid value")),
+                    "code": _PYDANTIC_CODES.get(kind, kind),
+                }
+            )
         if malformed:
-            return problem(request, 400, "malformed_json", "Malformed JSON",
-                           "The request body is not valid JSON.", errors)
-        return problem(request, 422, "validation_failed", "Validation failed",
-                       "The request has invalid fields.", errors)
+            return problem(
+                request,
+                400,
+                "malformed_json",
+                "Malformed JSON",
+                "The request body is not valid JSON.",
+                errors,
+            )
+        return problem(
+            request,
+            422,
+            "validation_failed",
+            "Validation failed",
+            "The request has invalid fields.",
+            errors,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
-                403: "forbidden"}.get(exc.status_code, "http_error")
+        code = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "unauthorized",
+            403: "forbidden",
+        }.get(exc.status_code, "http_error")
         return problem(request, exc.status_code, code, str(exc.detail), str(exc.detail))
 
     @app.exception_handler(Exception)
@@ -103,5 +122,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 def internal_error(request: Request) -> JSONResponse:
     """The 500 answer: no details, only the request id to find the log line by."""
-    return problem(request, 500, "internal_error", "Internal error",
-                   "Something went wrong on our side; the request id helps us find it.")
+    return problem(
+        request,
+        500,
+        "internal_error",
+        "Internal error",
+        "Something went wrong on our side; the request id helps us find it.",
+    )

@@ -36,10 +36,19 @@ class ProductInput:
 def _row(actor: Actor, item: ProductInput, now: Any) -> dict[str, Any]:
     category = "/".join(category_path(item.category)) if item.category else None
     return {
-        "id": new_id(), "tenant_id": actor.tenant_id, "sku": item.sku, "name": item.name,
-        "category": category or None, "brand": item.brand, "tags": sorted(set(item.tags)),
-        "attributes": item.attributes or {}, "price": item.price, "min_price": item.min_price,
-        "no_discount": item.no_discount, "no_points": item.no_points, "updated_at": now,
+        "id": new_id(),
+        "tenant_id": actor.tenant_id,
+        "sku": item.sku,
+        "name": item.name,
+        "category": category or None,
+        "brand": item.brand,
+        "tags": sorted(set(item.tags)),
+        "attributes": item.attributes or {},
+        "price": item.price,
+        "min_price": item.min_price,
+        "no_discount": item.no_discount,
+        "no_points": item.no_points,
+        "updated_at": now,
     }
 
 
@@ -56,14 +65,19 @@ class CatalogService:
             if item.sku in seen:
                 errors.add(("products", i, "sku"), "SKU repeated in the request.", "duplicate_sku")
             seen.add(item.sku)
-            if item.min_price is not None and item.price is not None and item.min_price > item.price:
+            if (
+                item.min_price is not None
+                and item.price is not None
+                and item.min_price > item.price
+            ):
                 errors.add(("products", i, "min_price"), "min_price is above price.", "invalid")
         errors.raise_if_any()
         now = self.clock.now()
         with self.uow_factory(write=True) as uow:
             for start in range(0, len(items), 1000):
                 uow.commerce.upsert_products(
-                    [_row(actor, item, now) for item in items[start:start + 1000]])
+                    [_row(actor, item, now) for item in items[start : start + 1000]]
+                )
             uow.commit()
         return len(items)
 
@@ -95,16 +109,23 @@ class CatalogService:
             except ValueError:
                 problems.append(f"line {line_no}: price and min_price are whole minor units")
                 continue
-            items.append(ProductInput(
-                sku=sku, name=record.get("name") or None, category=record.get("category") or None,
-                brand=record.get("brand") or None,
-                tags=tuple(t.strip() for t in (record.get("tags") or "").split("|") if t.strip()),
-                price=price, min_price=min_price,
-                no_discount=(record.get("no_discount") or "").strip().lower() in TRUE,
-                no_points=(record.get("no_points") or "").strip().lower() in TRUE,
-            ))
+            items.append(
+                ProductInput(
+                    sku=sku,
+                    name=record.get("name") or None,
+                    category=record.get("category") or None,
+                    brand=record.get("brand") or None,
+                    tags=tuple(
+                        t.strip() for t in (record.get("tags") or "").split("|") if t.strip()
+                    ),
+                    price=price,
+                    min_price=min_price,
+                    no_discount=(record.get("no_discount") or "").strip().lower() in TRUE,
+                    no_points=(record.get("no_points") or "").strip().lower() in TRUE,
+                )
+            )
         if problems:
             return 0, problems
         for start in range(0, len(items), MAX_BATCH):
-            self.upsert(actor, items[start:start + MAX_BATCH])
+            self.upsert(actor, items[start : start + MAX_BATCH])
         return len(items), []

@@ -18,29 +18,56 @@ DEMO_PROGRAM = {
     "expiry": {"kind": "rolling", "days": 365},
     "rounding": {"scope": "receipt", "mode": "down"},
     "rules": [
-        {"id": "base", "name": {"ru": "5% баллами", "en": "5% back in points"},
-         "effects": [{"points_percent": 5}]},
-        {"id": "coffee-x2", "name": {"ru": "Кофе: баллы ×2 по утрам", "en": "Coffee: x2 points mornings"},
-         "when": {"hours": {"from": "07:00", "to": "11:00"}},
-         "lines": {"category": "drinks/coffee"}, "effects": [{"points_multiplier": 2}]},
-        {"id": "croissant", "name": {"ru": "Круассан в подарок к трём кофе",
-                                     "en": "Free croissant with three coffees"},
-         "when": {"qty_gte": {"of": {"category": "drinks/coffee"}, "value": 3}},
-         "effects": [{"gift": {"sku": "CROISSANT", "name": "Круассан"}}]},
+        {
+            "id": "base",
+            "name": {"ru": "5% баллами", "en": "5% back in points"},
+            "effects": [{"points_percent": 5}],
+        },
+        {
+            "id": "coffee-x2",
+            "name": {"ru": "Кофе: баллы ×2 по утрам", "en": "Coffee: x2 points mornings"},
+            "when": {"hours": {"from": "07:00", "to": "11:00"}},
+            "lines": {"category": "drinks/coffee"},
+            "effects": [{"points_multiplier": 2}],
+        },
+        {
+            "id": "croissant",
+            "name": {
+                "ru": "Круассан в подарок к трём кофе",
+                "en": "Free croissant with three coffees",
+            },
+            "when": {"qty_gte": {"of": {"category": "drinks/coffee"}, "value": 3}},
+            "effects": [{"gift": {"sku": "CROISSANT", "name": "Круассан"}}],
+        },
     ],
 }
 DEMO_PRODUCTS = [
     ProductInput(sku="LATTE", name="Латте", category="drinks/coffee", price=25000),
     ProductInput(sku="CAPPUCCINO", name="Капучино", category="drinks/coffee", price=22000),
     ProductInput(sku="CROISSANT", name="Круассан", category="food/bakery", price=15000),
-    ProductInput(sku="CIGARETTES", name="Сигареты", category="tobacco", price=20000,
-                 no_discount=True, no_points=True),
+    ProductInput(
+        sku="CIGARETTES",
+        name="Сигареты",
+        category="tobacco",
+        price=20000,
+        no_discount=True,
+        no_points=True,
+    ),
 ]
 DEMO_MEMBERS = [
-    {"phone": "+79161234567", "name": "Анна Иванова", "birthday": "1990-02-28",
-     "consents": {"program_rules": True, "personal_data": True, "marketing_sms": True}},
-    {"phone": "+79031112233", "name": "Boris Petrov", "email": "boris@example.com",
-     "birthday": "--07-14", "consents": {"program_rules": True, "personal_data": True}},
+    {
+        "phone": "+79161234567",
+        "name": "Анна Иванова",
+        "birthday": "1990-02-28",
+        "consents": {"program_rules": True, "personal_data": True, "marketing_sms": True},
+    },
+    {
+        "phone": "+79031112233",
+        "name": "Boris Petrov",
+        "email": "boris@example.com",
+        "birthday": "--07-14",
+        "consents": {"program_rules": True, "personal_data": True},
+    },
 ]
 
 
@@ -53,18 +80,22 @@ def seed_demo(c: Container, keys_file: Path | None = None) -> dict[str, str]:
     except NotFound:
         row = None
     if row is not None and keys_file.exists():
-        saved = dict(line.split("=", 1) for line in keys_file.read_text().splitlines() if "=" in line)
+        saved = dict(
+            line.split("=", 1) for line in keys_file.read_text().splitlines() if "=" in line
+        )
         if {"admin", "pos"} <= set(saved):
             return saved
     if row is None:
-        row = c.tenants.create_tenant(DEMO_TENANT, pending_days=0,
-                                      expiry_policy={"kind": "rolling", "days": 365})
+        row = c.tenants.create_tenant(
+            DEMO_TENANT, pending_days=0, expiry_policy={"kind": "rolling", "days": 365}
+        )
     actor = Actor(tenant_id=row["id"], name="demo", role=Role.ADMIN)
     try:
         c.tenants.outlet_by_code(actor, "MSK-001")
     except NotFound:
-        c.tenants.create_outlet(actor, "MSK-001", name="Кофейня на Тверской",
-                                region="Москва", tags=["moscow", "street"])
+        c.tenants.create_outlet(
+            actor, "MSK-001", name="Кофейня на Тверской", region="Москва", tags=["moscow", "street"]
+        )
         c.catalog.upsert(actor, DEMO_PRODUCTS)
         c.programs.publish(actor, "coffee", DEMO_PROGRAM)
         for i, data in enumerate(DEMO_MEMBERS):

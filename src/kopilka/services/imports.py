@@ -359,8 +359,9 @@ def _parse_expiry(
     try:
         if ":" not in text:
             day = date.fromisoformat(text)
-            moment = datetime.combine(day + timedelta(days=1), time.min,
-                                      tzinfo=ZoneInfo(tenant.timezone))
+            moment = datetime.combine(
+                day + timedelta(days=1), time.min, tzinfo=ZoneInfo(tenant.timezone)
+            )
         else:
             moment = datetime.fromisoformat(text)
     except ValueError:

@@ -99,8 +99,11 @@ class JobService:
         released: set[uuid.UUID] = set()
         while True:
             with self.uow_factory(write=False) as uow:
-                stale = [h for h in uow.ledger.stale_holds(report.now, batch, tenant_id)
-                         if h[1] not in released]
+                stale = [
+                    h
+                    for h in uow.ledger.stale_holds(report.now, batch, tenant_id)
+                    if h[1] not in released
+                ]
             if not stale:
                 break
             for tenant, hold_id in stale:

@@ -51,7 +51,9 @@ CREDIT_SOURCE = {
 }
 
 
-def _ensure_member_can_transact(uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID) -> None:
+def _ensure_member_can_transact(
+    uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID
+) -> None:
     member = uow.directory.member(tenant_id, member_id)
     if member is None:
         raise NotFound("Member not found.", code="member_not_found")
@@ -185,15 +187,23 @@ class LedgerService:
     ) -> OperationResult:
         """Spend points, soonest-expiring first; never below zero."""
         _check_points(points)
-        body = {"member_id": member_id, "points": points, "reason": reason, "currency": currency,
-                "source": [source_type, source_id]}
+        body = {
+            "member_id": member_id,
+            "points": points,
+            "reason": reason,
+            "currency": currency,
+            "source": [source_type, source_id],
+        }
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             _ensure_member_can_transact(uow, tenant.id, member_id)
             book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
             book.settle()
             txn = book.new_txn(
-                TxnKind.REDEMPTION, points, source_type=source_type, source_id=source_id,
+                TxnKind.REDEMPTION,
+                points,
+                source_type=source_type,
+                source_id=source_id,
                 reason=reason,
             )
             book.take(txn, points, book.system[AccountKind.REDEEMED])
@@ -221,8 +231,14 @@ class LedgerService:
             )
         if not reason or not reason.strip():
             raise BusinessRuleViolation("An adjustment needs a reason.", code="reason_required")
-        body = {"member_id": member_id, "points": points, "reason": reason,
-                "available_at": available_at, "expires_at": expires_at, "currency": currency}
+        body = {
+            "member_id": member_id,
+            "points": points,
+            "reason": reason,
+            "available_at": available_at,
+            "expires_at": expires_at,
+            "currency": currency,
+        }
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             member = uow.directory.member(tenant.id, member_id)
@@ -231,20 +247,31 @@ class LedgerService:
             book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
             book.settle()
             txn = book.new_txn(
-                TxnKind.ADJUSTMENT, points, source_type="admin", reason=reason,
+                TxnKind.ADJUSTMENT,
+                points,
+                source_type="admin",
+                reason=reason,
                 params={"reason": reason},
             )
             if points > 0:
                 _check_dates(now, available_at, expires_at)
                 book.credit(
-                    txn, points, AccountKind.ADJUSTMENT,
-                    available_at=available_at, expires_at=expires_at,
+                    txn,
+                    points,
+                    AccountKind.ADJUSTMENT,
+                    available_at=available_at,
+                    expires_at=expires_at,
                 )
             else:
                 book.take(txn, -points, book.system[AccountKind.ADJUSTMENT])
             uow.directory.audit(
-                tenant.id, actor.name, "ledger.adjust", "member", member_id,
-                {"points": points, "reason": reason, "transaction_id": str(txn.id)}, now,
+                tenant.id,
+                actor.name,
+                "ledger.adjust",
+                "member",
+                member_id,
+                {"points": points, "reason": reason, "transaction_id": str(txn.id)},
+                now,
             )
             return self._finish(uow, book, [txn])
 
@@ -268,8 +295,13 @@ class LedgerService:
             raise BusinessRuleViolation(
                 "ttl_seconds must be between 1 second and 7 days.", code="invalid_ttl"
             )
-        body = {"member_id": member_id, "points": points, "ttl": ttl_seconds,
-                "reference": reference, "currency": currency}
+        body = {
+            "member_id": member_id,
+            "points": points,
+            "ttl": ttl_seconds,
+            "reference": reference,
+            "currency": currency,
+        }
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             _ensure_member_can_transact(uow, tenant.id, member_id)
@@ -277,16 +309,27 @@ class LedgerService:
             book.settle()
             hold_id = new_id()
             txn = book.new_txn(
-                TxnKind.HOLD, points, source_type="hold", source_id=str(hold_id),
+                TxnKind.HOLD,
+                points,
+                source_type="hold",
+                source_id=str(hold_id),
                 reason=reference,
             )
             book.take(txn, points, book.hold_account.id)
             expires = now + timedelta(seconds=ttl_seconds or tenant.hold_ttl_seconds)
             row = {
-                "id": hold_id, "tenant_id": tenant.id, "member_id": member_id,
-                "currency": book.currency, "amount": points, "captured": 0, "status": "active",
-                "reference": reference, "expires_at": expires, "hold_transaction_id": txn.id,
-                "created_at": now, "closed_at": None,
+                "id": hold_id,
+                "tenant_id": tenant.id,
+                "member_id": member_id,
+                "currency": book.currency,
+                "amount": points,
+                "captured": 0,
+                "status": "active",
+                "reference": reference,
+                "expires_at": expires,
+                "hold_transaction_id": txn.id,
+                "created_at": now,
+                "closed_at": None,
             }
             uow.ledger.insert_hold(row)
             return self._finish(uow, book, [txn], hold=_hold_view(row))
@@ -309,8 +352,7 @@ class LedgerService:
             if hold.expires_at <= now:
                 # The reservation lapsed: its points belong to the member again, even if the
                 # job has not released them yet.
-                raise Conflict("The hold expired; reserve the points again.",
-                               code="hold_expired")
+                raise Conflict("The hold expired; reserve the points again.", code="hold_expired")
             amount = hold.amount if points is None else points
             if not 1 <= amount <= hold.amount:
                 raise BusinessRuleViolation(
@@ -318,7 +360,10 @@ class LedgerService:
                 )
             made = []
             txn = book.new_txn(
-                TxnKind.CAPTURE, amount, source_type="hold", source_id=str(hold.id),
+                TxnKind.CAPTURE,
+                amount,
+                source_type="hold",
+                source_id=str(hold.id),
                 reverses_id=hold.hold_transaction_id,
             )
             book.plan.add_transaction(
@@ -328,20 +373,28 @@ class LedgerService:
             rest = hold.amount - amount
             if rest:
                 release = book.new_txn(
-                    TxnKind.RELEASE, rest, source_type="hold", source_id=str(hold.id),
+                    TxnKind.RELEASE,
+                    rest,
+                    source_type="hold",
+                    source_id=str(hold.id),
                     reverses_id=hold.hold_transaction_id,
                 )
                 book.restore(release, rest, book.hold_account.id, hold.hold_transaction_id)
                 made.append(release)
             uow.ledger.close_hold(tenant.id, hold.id, "captured", amount, now)
-            view = _hold_view({**hold.__dict__, "status": "captured", "captured": amount,
-                               "closed_at": now})
+            view = _hold_view(
+                {**hold.__dict__, "status": "captured", "captured": amount, "closed_at": now}
+            )
             return self._finish(uow, book, made, hold=view)
 
         return self._write(actor, "capture", body, idempotency_key, work)
 
     def release(
-        self, actor: Actor, hold_id: uuid.UUID, *, idempotency_key: str | None = None,
+        self,
+        actor: Actor,
+        hold_id: uuid.UUID,
+        *,
+        idempotency_key: str | None = None,
         status: str = "released",
     ) -> OperationResult:
         """Give held points back to the wallet, to the lots they came from."""
@@ -350,7 +403,10 @@ class LedgerService:
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             hold, book = self._open_hold(uow, tenant, actor, hold_id, now)
             txn = book.new_txn(
-                TxnKind.RELEASE, hold.amount, source_type="hold", source_id=str(hold.id),
+                TxnKind.RELEASE,
+                hold.amount,
+                source_type="hold",
+                source_id=str(hold.id),
                 reverses_id=hold.hold_transaction_id,
                 params={"expired": status == "expired"},
             )
@@ -398,18 +454,27 @@ class LedgerService:
         """Undo a transaction, fully or in part, by a new transaction (entries are never
         edited). Redemptions and captures give points back to their lots; accruals and
         adjustments take their points back, from their own lot first."""
-        body = {"transaction_id": transaction_id, "points": points, "reason": reason,
-                "on_shortfall": on_shortfall, "source": [source_type, source_id]}
+        body = {
+            "transaction_id": transaction_id,
+            "points": points,
+            "reason": reason,
+            "on_shortfall": on_shortfall,
+            "source": [source_type, source_id],
+        }
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             original = uow.ledger.get_transaction(tenant.id, transaction_id)
             if original is None or original.member_id is None:
                 raise NotFound("Transaction not found.", code="transaction_not_found")
-            book = MemberBook(uow, tenant, original.member_id, actor, now,
-                              currency=original.currency)
+            book = MemberBook(
+                uow, tenant, original.member_id, actor, now, currency=original.currency
+            )
             book.settle()
-            done = sum(t.amount for t in uow.ledger.reversals_of(tenant.id, original.id)
-                       if t.kind in (TxnKind.REFUND, TxnKind.REVERSAL))
+            done = sum(
+                t.amount
+                for t in uow.ledger.reversals_of(tenant.id, original.id)
+                if t.kind in (TxnKind.REFUND, TxnKind.REVERSAL)
+            )
             kind = TxnKind(original.kind)
             signed = original.amount
             if kind is TxnKind.ADJUSTMENT and signed < 0:
@@ -423,19 +488,29 @@ class LedgerService:
             if amount <= 0 or amount > left:
                 raise BusinessRuleViolation(
                     f"Up to {left} points of this transaction can still be reversed.",
-                    code="reversal_exceeds_original", extra={"reversible": left},
+                    code="reversal_exceeds_original",
+                    extra={"reversible": left},
                 )
             if kind in (TxnKind.REDEMPTION, TxnKind.CAPTURE):
-                return self._refund_spend(uow, book, original, kind, amount, reason,
-                                          source_type, source_id)
-            return self._reverse_credit(uow, book, original, amount, reason, on_shortfall,
-                                        source_type, source_id)
+                return self._refund_spend(
+                    uow, book, original, kind, amount, reason, source_type, source_id
+                )
+            return self._reverse_credit(
+                uow, book, original, amount, reason, on_shortfall, source_type, source_id
+            )
 
         return self._write(actor, "reverse", body, idempotency_key, work)
 
     def _refund_spend(
-        self, uow: UnitOfWork, book: MemberBook, original: Any, kind: TxnKind, amount: int,
-        reason: str | None, source_type: str, source_id: str | None,
+        self,
+        uow: UnitOfWork,
+        book: MemberBook,
+        original: Any,
+        kind: TxnKind,
+        amount: int,
+        reason: str | None,
+        source_type: str,
+        source_id: str | None,
     ) -> OperationResult:
         counter = AccountKind.REDEEMED
         if original.kind == TxnKind.ADJUSTMENT:
@@ -443,18 +518,37 @@ class LedgerService:
         origin = original.id
         if kind is TxnKind.CAPTURE:
             origin = original.reverses_id  # a capture's lots were taken by its hold
-        txn = book.new_txn(TxnKind.REFUND, amount, source_type=source_type, source_id=source_id,
-                           reason=reason, reverses_id=original.id)
+        txn = book.new_txn(
+            TxnKind.REFUND,
+            amount,
+            source_type=source_type,
+            source_id=source_id,
+            reason=reason,
+            reverses_id=original.id,
+        )
         book.restore(txn, amount, book.system[counter], origin)
         return self._finish(uow, book, [txn])
 
     def _reverse_credit(
-        self, uow: UnitOfWork, book: MemberBook, original: Any, amount: int, reason: str | None,
-        on_shortfall: ShortfallPolicy, source_type: str, source_id: str | None,
+        self,
+        uow: UnitOfWork,
+        book: MemberBook,
+        original: Any,
+        amount: int,
+        reason: str | None,
+        on_shortfall: ShortfallPolicy,
+        source_type: str,
+        source_id: str | None,
     ) -> OperationResult:
         counter = CREDIT_SOURCE.get(TxnKind(original.kind), AccountKind.ISSUED)
-        txn = book.new_txn(TxnKind.REVERSAL, amount, source_type=source_type,
-                           source_id=source_id, reason=reason, reverses_id=original.id)
+        txn = book.new_txn(
+            TxnKind.REVERSAL,
+            amount,
+            source_type=source_type,
+            source_id=source_id,
+            reason=reason,
+            reverses_id=original.id,
+        )
         from_pending = from_wallet = 0
         left = amount
         for lot in uow.ledger.lots_from_transaction(book.tenant.id, original.id):
@@ -476,12 +570,14 @@ class LedgerService:
             if on_shortfall is ShortfallPolicy.FAIL:
                 raise InsufficientPoints(
                     f"{left} of the points to reverse were already spent.",
-                    code="reversal_shortfall", extra={"shortfall": left},
+                    code="reversal_shortfall",
+                    extra={"shortfall": left},
                 )
             if on_shortfall is ShortfallPolicy.DEBT:
                 if not book.tenant.allow_debt:
                     raise BusinessRuleViolation(
-                        "This tenant does not allow negative balances.", code="debt_not_allowed",
+                        "This tenant does not allow negative balances.",
+                        code="debt_not_allowed",
                         extra={"shortfall": left},
                     )
                 if not book.wallet.allow_debt:
@@ -501,14 +597,17 @@ class LedgerService:
         if total == 0:
             raise InsufficientPoints(
                 "Nothing is left to reverse: the points were already spent.",
-                code="reversal_shortfall", extra={"shortfall": shortfall},
+                code="reversal_shortfall",
+                extra={"shortfall": shortfall},
             )
         postings.append(_posting(book.system[counter], total))
         book.plan.add_transaction(txn, postings)
         return self._finish(uow, book, [txn], shortfall=shortfall)
 
     # ---- reads -------------------------------------------------------------------------
-    def balance(self, actor: Actor, member_id: uuid.UUID, currency: str | None = None) -> BalanceView:
+    def balance(
+        self, actor: Actor, member_id: uuid.UUID, currency: str | None = None
+    ) -> BalanceView:
         """Balances as of now, counting lots the clock has made due (even before the job)."""
         with self.uow_factory(write=False) as uow:
             tenant = load_tenant(uow, actor.tenant_id)
@@ -554,8 +653,13 @@ class LedgerService:
 
 
 REVERSIBLE = frozenset(
-    {TxnKind.ACCRUAL, TxnKind.OPENING_BALANCE, TxnKind.ADJUSTMENT, TxnKind.REDEMPTION,
-     TxnKind.CAPTURE}
+    {
+        TxnKind.ACCRUAL,
+        TxnKind.OPENING_BALANCE,
+        TxnKind.ADJUSTMENT,
+        TxnKind.REDEMPTION,
+        TxnKind.CAPTURE,
+    }
 )
 
 
@@ -598,16 +702,26 @@ def _hold_view(row: dict[str, Any], now: datetime | None = None) -> HoldView:
     if status == "active" and now is not None and row["expires_at"] <= now:
         status = "expired"  # lapsed: the points are free again, whether or not the job ran
     return HoldView(
-        id=row["id"], member_id=row["member_id"], currency=row["currency"],
-        amount=row["amount"], captured=row["captured"], status=status,
-        reference=row["reference"], expires_at=row["expires_at"], created_at=row["created_at"],
+        id=row["id"],
+        member_id=row["member_id"],
+        currency=row["currency"],
+        amount=row["amount"],
+        captured=row["captured"],
+        status=status,
+        reference=row["reference"],
+        expires_at=row["expires_at"],
+        created_at=row["created_at"],
         closed_at=row["closed_at"],
     )
 
 
 def lapsed_hold_points(
-    uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str,
-    accounts: dict[AccountKind, Any], now: datetime,
+    uow: UnitOfWork,
+    tenant_id: uuid.UUID,
+    member_id: uuid.UUID,
+    currency: str,
+    accounts: dict[AccountKind, Any],
+    now: datetime,
 ) -> tuple[int, int]:
     """(points coming back to spendable lots, points no longer held) from holds whose time
     is up but which the job has not released yet."""
@@ -627,8 +741,13 @@ def lapsed_hold_points(
 
 
 def balance_view(
-    tenant: Tenant, member_id: uuid.UUID, currency: str, accounts: dict[AccountKind, Any],
-    lots: list[Any], now: datetime, returning: tuple[int, int] = (0, 0),
+    tenant: Tenant,
+    member_id: uuid.UUID,
+    currency: str,
+    accounts: dict[AccountKind, Any],
+    lots: list[Any],
+    now: datetime,
+    returning: tuple[int, int] = (0, 0),
 ) -> BalanceView:
     """Project balances from lots as of ``now``; equal to the cached balances once the
     clock's work has run."""
@@ -663,8 +782,12 @@ def balance_view(
     debt -= paid_back
     available += back - paid_back
     return BalanceView(
-        member_id=member_id, currency=currency, available=available, pending=pending,
-        held=(hold.balance if hold else 0) - unheld, debt=debt,
+        member_id=member_id,
+        currency=currency,
+        available=available,
+        pending=pending,
+        held=(hold.balance if hold else 0) - unheld,
+        debt=debt,
         expiring_soon=[ExpiringAmount(on=d, amount=a) for d, a in sorted(expiring.items())],
         next_pending=[ExpiringAmount(on=d, amount=a) for d, a in sorted(upcoming.items())],
         as_of=now,
@@ -672,8 +795,11 @@ def balance_view(
 
 
 def _balance_from_plan(book: MemberBook) -> BalanceView:
-    lots = [lot for lot in book.plan.lots.values()
-            if lot.status is LotStatus.PENDING or (lot.status is LotStatus.ACTIVE and lot.remaining)]
+    lots = [
+        lot
+        for lot in book.plan.lots.values()
+        if lot.status is LotStatus.PENDING or (lot.status is LotStatus.ACTIVE and lot.remaining)
+    ]
     return balance_view(book.tenant, book.member_id, book.currency, book.accounts, lots, book.now)
 
 
@@ -685,37 +811,71 @@ def _views_of_planned(book: MemberBook, txns: list[NewTransaction]) -> list[Tran
     views = []
     for txn in txns:
         postings = [
-            PostingView(account_kind=kinds.get(p.account_id, ("unknown", None))[0],
-                        member_id=kinds.get(p.account_id, ("", None))[1],
-                        amount=p.amount, balance_after=p.balance_after)
-            for p in book.plan.postings if p.transaction_id == txn.id
+            PostingView(
+                account_kind=kinds.get(p.account_id, ("unknown", None))[0],
+                member_id=kinds.get(p.account_id, ("", None))[1],
+                amount=p.amount,
+                balance_after=p.balance_after,
+            )
+            for p in book.plan.postings
+            if p.transaction_id == txn.id
         ]
-        views.append(TransactionView(
-            id=txn.id, kind=txn.kind, member_id=txn.member_id,
-            counterparty_member_id=txn.counterparty_member_id, currency=txn.currency,
-            amount=txn.amount, reason=txn.reason, actor=txn.actor, source_type=txn.source_type,
-            source_id=txn.source_id, reverses_id=txn.reverses_id, occurred_at=txn.occurred_at,
-            recorded_at=book.now, description=describe(txn.kind, txn.amount, txn.params),
-            postings=postings, shortfall=int(txn.params.get("shortfall", 0)), details=_details(txn.params),
-        ))
+        views.append(
+            TransactionView(
+                id=txn.id,
+                kind=txn.kind,
+                member_id=txn.member_id,
+                counterparty_member_id=txn.counterparty_member_id,
+                currency=txn.currency,
+                amount=txn.amount,
+                reason=txn.reason,
+                actor=txn.actor,
+                source_type=txn.source_type,
+                source_id=txn.source_id,
+                reverses_id=txn.reverses_id,
+                occurred_at=txn.occurred_at,
+                recorded_at=book.now,
+                description=describe(txn.kind, txn.amount, txn.params),
+                postings=postings,
+                shortfall=int(txn.params.get("shortfall", 0)),
+                details=_details(txn.params),
+            )
+        )
     return views
 
 
-def transaction_views(uow: UnitOfWork, tenant_id: uuid.UUID, rows: list[Any]) -> list[TransactionView]:
+def transaction_views(
+    uow: UnitOfWork, tenant_id: uuid.UUID, rows: list[Any]
+) -> list[TransactionView]:
     by_txn: dict[uuid.UUID, list[PostingView]] = defaultdict(list)
     for p in uow.ledger.postings_of(tenant_id, [r.id for r in rows]):
-        by_txn[p.transaction_id].append(PostingView(
-            account_kind=p.kind, member_id=p.member_id, amount=p.amount,
-            balance_after=p.balance_after,
-        ))
+        by_txn[p.transaction_id].append(
+            PostingView(
+                account_kind=p.kind,
+                member_id=p.member_id,
+                amount=p.amount,
+                balance_after=p.balance_after,
+            )
+        )
     return [
         TransactionView(
-            id=r.id, kind=r.kind, member_id=r.member_id,
-            counterparty_member_id=r.counterparty_member_id, currency=r.currency,
-            amount=r.amount, reason=r.reason, actor=r.actor, source_type=r.source_type,
-            source_id=r.source_id, reverses_id=r.reverses_id, occurred_at=r.occurred_at,
-            recorded_at=r.recorded_at, description=describe(r.kind, r.amount, r.params),
-            postings=by_txn[r.id], shortfall=int(r.params.get("shortfall", 0)), details=_details(r.params),
+            id=r.id,
+            kind=r.kind,
+            member_id=r.member_id,
+            counterparty_member_id=r.counterparty_member_id,
+            currency=r.currency,
+            amount=r.amount,
+            reason=r.reason,
+            actor=r.actor,
+            source_type=r.source_type,
+            source_id=r.source_id,
+            reverses_id=r.reverses_id,
+            occurred_at=r.occurred_at,
+            recorded_at=r.recorded_at,
+            description=describe(r.kind, r.amount, r.params),
+            postings=by_txn[r.id],
+            shortfall=int(r.params.get("shortfall", 0)),
+            details=_details(r.params),
         )
         for r in rows
     ]

@@ -145,7 +145,10 @@ class MemberBook:
             if amount:
                 self.plan.add_transaction(
                     txn,
-                    [Posting(account.id, -amount), Posting(self.system[AccountKind.EXPIRED], amount)],
+                    [
+                        Posting(account.id, -amount),
+                        Posting(self.system[AccountKind.EXPIRED], amount),
+                    ],
                 )
             self.plan.change_lot(
                 lot.id, -lot.remaining, txn_id=txn.id, origin_id=txn.id, status=LotStatus.EXPIRED
@@ -159,11 +162,16 @@ class MemberBook:
             if lot.remaining:
                 self.plan.add_transaction(
                     txn,
-                    [Posting(self.pending.id, -lot.remaining), Posting(self.wallet.id, lot.remaining)],
+                    [
+                        Posting(self.pending.id, -lot.remaining),
+                        Posting(self.wallet.id, lot.remaining),
+                    ],
                 )
                 made.append(txn)
             self.plan.set_lot_status(lot.id, LotStatus.ACTIVE)
-            self._pay_debt_from(lot.id, lot.remaining, txn.id, balance_before=self.wallet.balance - lot.remaining)
+            self._pay_debt_from(
+                lot.id, lot.remaining, txn.id, balance_before=self.wallet.balance - lot.remaining
+            )
         return made
 
     def release_lapsed_holds(self) -> list[NewTransaction]:
@@ -172,11 +180,17 @@ class MemberBook:
         if self.accounts.get(AccountKind.HOLD) is None or self.hold_account.balance <= 0:
             return []  # nothing is held: no query needed
         made = []
-        for hold in self.uow.ledger.lapsed_holds(self.tenant.id, self.member_id, self.currency,
-                                                 self.now):
-            txn = self.new_txn(TxnKind.RELEASE, hold.amount, source_type="hold",
-                               source_id=str(hold.id), reverses_id=hold.hold_transaction_id,
-                               params={"expired": True})
+        for hold in self.uow.ledger.lapsed_holds(
+            self.tenant.id, self.member_id, self.currency, self.now
+        ):
+            txn = self.new_txn(
+                TxnKind.RELEASE,
+                hold.amount,
+                source_type="hold",
+                source_id=str(hold.id),
+                reverses_id=hold.hold_transaction_id,
+                params={"expired": True},
+            )
             self.restore(txn, hold.amount, self.hold_account.id, hold.hold_transaction_id)
             self.uow.ledger.close_hold(self.tenant.id, hold.id, "expired", 0, self.now)
             made.append(txn)
@@ -252,9 +266,13 @@ class MemberBook:
                 f"Not enough spendable points: {amount - shortfall} of {amount}.",
                 extra={"available": amount - shortfall, "requested": amount},
             )
-        self.plan.add_transaction(txn, [Posting(self.wallet.id, -amount), Posting(destination, amount)])
+        self.plan.add_transaction(
+            txn, [Posting(self.wallet.id, -amount), Posting(destination, amount)]
+        )
         for take in takes:
-            self.plan.change_lot(take.lot_id, -take.amount, txn_id=txn.id, origin_id=origin_id or txn.id)
+            self.plan.change_lot(
+                take.lot_id, -take.amount, txn_id=txn.id, origin_id=origin_id or txn.id
+            )
         return takes
 
     def restore(

@@ -36,27 +36,53 @@ class Reversal:
 
 
 def refund_spend(
-    book: MemberBook, original: Any, amount: int, *, source_type: str,
-    source_id: str | None, reason: str | None = None,
+    book: MemberBook,
+    original: Any,
+    amount: int,
+    *,
+    source_type: str,
+    source_id: str | None,
+    reason: str | None = None,
 ) -> NewTransaction:
     """Give back ``amount`` points of a redemption or capture, to the lots they came from."""
-    counter = AccountKind.ADJUSTMENT if original.kind == TxnKind.ADJUSTMENT else AccountKind.REDEEMED
+    counter = (
+        AccountKind.ADJUSTMENT if original.kind == TxnKind.ADJUSTMENT else AccountKind.REDEEMED
+    )
     origin = original.reverses_id if original.kind == TxnKind.CAPTURE else original.id
-    txn = book.new_txn(TxnKind.REFUND, amount, source_type=source_type, source_id=source_id,
-                       reason=reason, reverses_id=original.id)
+    txn = book.new_txn(
+        TxnKind.REFUND,
+        amount,
+        source_type=source_type,
+        source_id=source_id,
+        reason=reason,
+        reverses_id=original.id,
+    )
     book.restore(txn, amount, book.system[counter], origin)
     return txn
 
 
 def reverse_credit(
-    book: MemberBook, original: Any, amount: int, policy: Shortfall, *, source_type: str,
-    source_id: str | None, reason: str | None = None, debt_allowed: bool | None = None,
+    book: MemberBook,
+    original: Any,
+    amount: int,
+    policy: Shortfall,
+    *,
+    source_type: str,
+    source_id: str | None,
+    reason: str | None = None,
+    debt_allowed: bool | None = None,
 ) -> Reversal:
     """Take back ``amount`` points of an accrual: from its own lot first, then from the
     member's other points, then by ``policy`` for what was already spent."""
     counter = CREDIT_COUNTER.get(TxnKind(original.kind), AccountKind.ISSUED)
-    txn = book.new_txn(TxnKind.REVERSAL, amount, source_type=source_type, source_id=source_id,
-                       reason=reason, reverses_id=original.id)
+    txn = book.new_txn(
+        TxnKind.REVERSAL,
+        amount,
+        source_type=source_type,
+        source_id=source_id,
+        reason=reason,
+        reverses_id=original.id,
+    )
     from_pending = from_wallet = 0
     left = amount
     for lot in book.uow.ledger.lots_from_transaction(book.tenant.id, original.id):
@@ -80,13 +106,19 @@ def reverse_credit(
     shortfall = 0
     if left:
         if policy is Shortfall.FAIL:
-            raise InsufficientPoints(f"{left} of the points to take back were already spent.",
-                                     code="reversal_shortfall", extra={"shortfall": left})
+            raise InsufficientPoints(
+                f"{left} of the points to take back were already spent.",
+                code="reversal_shortfall",
+                extra={"shortfall": left},
+            )
         if policy is Shortfall.DEBT:
             allowed = book.tenant.allow_debt if debt_allowed is None else debt_allowed
             if not allowed:
-                raise BusinessRuleViolation("This tenant does not allow negative balances.",
-                                            code="debt_not_allowed", extra={"shortfall": left})
+                raise BusinessRuleViolation(
+                    "This tenant does not allow negative balances.",
+                    code="debt_not_allowed",
+                    extra={"shortfall": left},
+                )
             if not book.wallet.allow_debt:
                 book.uow.ledger.set_allow_debt(book.tenant.id, book.wallet.id, True)
                 book.wallet.allow_debt = True
@@ -111,10 +143,20 @@ def reverse_credit(
 def capture_hold(book: MemberBook, hold: Any, amount: int, source_id: str) -> list[NewTransaction]:
     """Spend ``amount`` of a hold; the rest goes back to the lots it came from."""
     made = []
-    txn = book.new_txn(TxnKind.CAPTURE, amount, source_type="hold", source_id=source_id,
-                       reverses_id=hold.hold_transaction_id)
-    book.plan.add_transaction(txn, [Posting(book.hold_account.id, -amount),
-                                    Posting(book.system[AccountKind.REDEEMED], amount)])
+    txn = book.new_txn(
+        TxnKind.CAPTURE,
+        amount,
+        source_type="hold",
+        source_id=source_id,
+        reverses_id=hold.hold_transaction_id,
+    )
+    book.plan.add_transaction(
+        txn,
+        [
+            Posting(book.hold_account.id, -amount),
+            Posting(book.system[AccountKind.REDEEMED], amount),
+        ],
+    )
     made.append(txn)
     rest = hold.amount - amount
     if rest:
@@ -122,10 +164,17 @@ def capture_hold(book: MemberBook, hold: Any, amount: int, source_id: str) -> li
     return made
 
 
-def release_hold(book: MemberBook, hold: Any, amount: int, source_id: str,
-                 expired: bool = False) -> NewTransaction:
-    txn = book.new_txn(TxnKind.RELEASE, amount, source_type="hold", source_id=source_id,
-                       reverses_id=hold.hold_transaction_id, params={"expired": expired})
+def release_hold(
+    book: MemberBook, hold: Any, amount: int, source_id: str, expired: bool = False
+) -> NewTransaction:
+    txn = book.new_txn(
+        TxnKind.RELEASE,
+        amount,
+        source_type="hold",
+        source_id=source_id,
+        reverses_id=hold.hold_transaction_id,
+        params={"expired": expired},
+    )
     book.restore(txn, amount, book.hold_account.id, hold.hold_transaction_id)
     return txn
 
@@ -135,5 +184,3 @@ def proportional(total: int, part: Any, whole: Any) -> int:
     if whole == 0:
         return 0
     return int((total * part) // whole)
-
-

@@ -87,8 +87,13 @@ class BatchView(View):
 
 def card_view(row: dict[str, Any]) -> CardView:
     return CardView(
-        id=row["id"], number=row["number"], member_id=row["member_id"], kind=row["kind"],
-        status=row["status"], replaced_by_id=row["replaced_by_id"], created_at=row["created_at"],
+        id=row["id"],
+        number=row["number"],
+        member_id=row["member_id"],
+        kind=row["kind"],
+        status=row["status"],
+        replaced_by_id=row["replaced_by_id"],
+        created_at=row["created_at"],
         bound_at=row["bound_at"],
     )
 
@@ -98,17 +103,28 @@ def member_view(row: dict[str, Any], cards: list[dict[str, Any]]) -> MemberView:
     if row["birth_month"]:
         birthday = Birthday(row["birth_month"], row["birth_day"], row["birth_year"]).isoformat()
     return MemberView(
-        id=row["id"], status=row["status"], phone=row["phone"], email=row["email"],
-        name=row["name"], birthday=birthday, external_id=row["external_id"],
-        attributes=row["attributes"] or {}, consents=row["consents"] or {},
-        block_reason=row["block_reason"], merged_into_id=row["merged_into_id"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
+        id=row["id"],
+        status=row["status"],
+        phone=row["phone"],
+        email=row["email"],
+        name=row["name"],
+        birthday=birthday,
+        external_id=row["external_id"],
+        attributes=row["attributes"] or {},
+        consents=row["consents"] or {},
+        block_reason=row["block_reason"],
+        merged_into_id=row["merged_into_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
         cards=[card_view(c) for c in cards],
     )
 
 
 def normalize_profile(
-    tenant: Tenant, data: dict[str, Any], now: datetime, errors: ErrorCollector,
+    tenant: Tenant,
+    data: dict[str, Any],
+    now: datetime,
+    errors: ErrorCollector,
     existing_consents: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate and normalise profile fields into column values; errors are collected."""
@@ -155,14 +171,23 @@ def normalize_profile(
         consents = dict(existing_consents or {})
         for kind, given in (data["consents"] or {}).items():
             if kind not in CONSENT_KINDS:
-                errors.add(("consents", kind), f"Unknown consent; use one of {CONSENT_KINDS}.",
-                           "unknown_consent")
+                errors.add(
+                    ("consents", kind),
+                    f"Unknown consent; use one of {CONSENT_KINDS}.",
+                    "unknown_consent",
+                )
                 continue
-            granted, at = (given, now) if isinstance(given, bool) else (
-                bool(given.get("granted")), given.get("at") or now)
+            granted, at = (
+                (given, now)
+                if isinstance(given, bool)
+                else (bool(given.get("granted")), given.get("at") or now)
+            )
             if isinstance(at, datetime):
                 at = at.isoformat()
-            consents[kind] = {"granted": granted, "at": at if isinstance(at, str) else now.isoformat()}
+            consents[kind] = {
+                "granted": granted,
+                "at": at if isinstance(at, str) else now.isoformat(),
+            }
         values["consents"] = consents
     return values
 
@@ -182,16 +207,24 @@ class MemberService:
         issue_virtual_card: bool = True,
         idempotency_key: str | None = None,
     ) -> MemberView:
-        digest = request_hash("enroll", {"data": data, "card": card_number,
-                                         "virtual": issue_virtual_card})
+        digest = request_hash(
+            "enroll", {"data": data, "card": card_number, "virtual": issue_virtual_card}
+        )
         with self.uow_factory(write=True) as uow:
             stored = replay_or_claim(uow, actor.tenant_id, idempotency_key, digest)
             if stored is not None:
                 return MemberView.model_validate(stored)
             tenant = load_tenant(uow, actor.tenant_id)
             now = self.clock.now()
-            member_id = self.enroll_in(uow, tenant, actor, data, now, card_number=card_number,
-                                       issue_virtual_card=issue_virtual_card)
+            member_id = self.enroll_in(
+                uow,
+                tenant,
+                actor,
+                data,
+                now,
+                card_number=card_number,
+                issue_virtual_card=issue_virtual_card,
+            )
             view = self._view(uow, tenant.id, member_id)
             remember(uow, tenant.id, idempotency_key, digest, view.to_json(), now)
             uow.commit()
@@ -221,27 +254,52 @@ class MemberService:
         self._check_unique(uow, tenant.id, values, None)
         member_id = new_id()
         row: dict[str, Any] = {
-            "id": member_id, "tenant_id": tenant.id, "phone": None, "email": None, "name": None,
-            "birth_year": None, "birth_month": None, "birth_day": None, "external_id": None,
-            "attributes": {}, "consents": {}, "status": "active", "block_reason": None,
-            "merged_into_id": None, "erased_at": None, "created_at": now, "updated_at": now,
+            "id": member_id,
+            "tenant_id": tenant.id,
+            "phone": None,
+            "email": None,
+            "name": None,
+            "birth_year": None,
+            "birth_month": None,
+            "birth_day": None,
+            "external_id": None,
+            "attributes": {},
+            "consents": {},
+            "status": "active",
+            "block_reason": None,
+            "merged_into_id": None,
+            "erased_at": None,
+            "created_at": now,
+            "updated_at": now,
         }
         row.update(values)
         uow.directory.insert_member(row)
-        uow.ledger.create_member_accounts(tenant.id, member_id, tenant.points_currency, now,
-                                          tenant.allow_debt)
+        uow.ledger.create_member_accounts(
+            tenant.id, member_id, tenant.points_currency, now, tenant.allow_debt
+        )
         if card is not None:
-            uow.directory.update_card(tenant.id, card["id"], {
-                "member_id": member_id, "status": "active", "bound_at": now,
-                "status_changed_at": now})
+            uow.directory.update_card(
+                tenant.id,
+                card["id"],
+                {
+                    "member_id": member_id,
+                    "status": "active",
+                    "bound_at": now,
+                    "status_changed_at": now,
+                },
+            )
         elif issue_virtual_card:
             self._issue_virtual(uow, tenant, member_id, now)
-        uow.directory.audit(tenant.id, actor.name, "member.enroll", "member", member_id,
-                            {"card": card_number}, now)
+        uow.directory.audit(
+            tenant.id, actor.name, "member.enroll", "member", member_id, {"card": card_number}, now
+        )
         return member_id
 
     def _check_unique(
-        self, uow: UnitOfWork, tenant_id: uuid.UUID, values: dict[str, Any],
+        self,
+        uow: UnitOfWork,
+        tenant_id: uuid.UUID,
+        values: dict[str, Any],
         member_id: uuid.UUID | None,
     ) -> None:
         clashes = []
@@ -251,12 +309,17 @@ class MemberService:
                 continue
             other = uow.directory.member_by(tenant_id, field, value)
             if other is not None and other["id"] != member_id:
-                clashes.append(FieldError((field,), f"Another member has this {field}.",
-                                          f"duplicate_{field}"))
+                clashes.append(
+                    FieldError((field,), f"Another member has this {field}.", f"duplicate_{field}")
+                )
         if clashes:
             raise Conflict(
-                "A member with the same " + ", ".join(str(c.path[0]) for c in clashes)
-                + " already exists.", code="member_exists", errors=clashes)
+                "A member with the same "
+                + ", ".join(str(c.path[0]) for c in clashes)
+                + " already exists.",
+                code="member_exists",
+                errors=clashes,
+            )
 
     def _issue_virtual(
         self, uow: UnitOfWork, tenant: Tenant, member_id: uuid.UUID, now: datetime
@@ -268,9 +331,17 @@ class MemberService:
         else:  # pragma: no cover - 20 collisions in a row means the number space is full
             raise Conflict("Could not find a free card number.", code="card_space_exhausted")
         row = {
-            "id": new_id(), "tenant_id": tenant.id, "number": number, "member_id": member_id,
-            "kind": "virtual", "status": "active", "batch_id": None, "replaced_by_id": None,
-            "created_at": now, "bound_at": now, "status_changed_at": now,
+            "id": new_id(),
+            "tenant_id": tenant.id,
+            "number": number,
+            "member_id": member_id,
+            "kind": "virtual",
+            "status": "active",
+            "batch_id": None,
+            "replaced_by_id": None,
+            "created_at": now,
+            "bound_at": now,
+            "status_changed_at": now,
         }
         uow.directory.insert_card(row)
         return row
@@ -318,8 +389,12 @@ class MemberService:
 
     # ---- changes -----------------------------------------------------------------------
     def update(
-        self, actor: Actor, member_id: uuid.UUID, data: dict[str, Any],
-        *, idempotency_key: str | None = None,
+        self,
+        actor: Actor,
+        member_id: uuid.UUID,
+        data: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
     ) -> MemberView:
         digest = request_hash(f"update:{member_id}", data)
         with self.uow_factory(write=True) as uow:
@@ -335,19 +410,31 @@ class MemberService:
             self._check_unique(uow, tenant.id, values, member_id)
             if "attributes" in values:
                 values["attributes"] = {**(row["attributes"] or {}), **values["attributes"]}
-                values["attributes"] = {k: v for k, v in values["attributes"].items()
-                                        if v is not None}
+                values["attributes"] = {
+                    k: v for k, v in values["attributes"].items() if v is not None
+                }
             values["updated_at"] = now
             uow.directory.update_member(tenant.id, member_id, values)
-            uow.directory.audit(tenant.id, actor.name, "member.update", "member", member_id,
-                                {"fields": sorted(data)}, now)
+            uow.directory.audit(
+                tenant.id,
+                actor.name,
+                "member.update",
+                "member",
+                member_id,
+                {"fields": sorted(data)},
+                now,
+            )
             view = self._view(uow, tenant.id, member_id)
             remember(uow, tenant.id, idempotency_key, digest, view.to_json(), now)
             uow.commit()
             return view
 
     def _active(
-        self, uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID, *,
+        self,
+        uow: UnitOfWork,
+        tenant_id: uuid.UUID,
+        member_id: uuid.UUID,
+        *,
         allow_blocked: bool = False,
     ) -> dict[str, Any]:
         row = uow.directory.member(tenant_id, member_id, lock=True)
@@ -355,8 +442,9 @@ class MemberService:
             raise NotFound("Member not found.", code="member_not_found")
         allowed = {"active", "blocked"} if allow_blocked else {"active"}
         if row["status"] not in allowed:
-            raise BusinessRuleViolation(f"The member is {row['status']}.",
-                                        code=f"member_{row['status']}")
+            raise BusinessRuleViolation(
+                f"The member is {row['status']}.", code=f"member_{row['status']}"
+            )
         return row
 
     def set_blocked(
@@ -368,12 +456,24 @@ class MemberService:
             row = self._active(uow, actor.tenant_id, member_id, allow_blocked=True)
             status = "blocked" if blocked else "active"
             if row["status"] != status:
-                uow.directory.update_member(actor.tenant_id, member_id, {
-                    "status": status, "block_reason": reason if blocked else None,
-                    "updated_at": now})
-                uow.directory.audit(actor.tenant_id, actor.name,
-                                    "member.block" if blocked else "member.unblock", "member",
-                                    member_id, {"reason": reason}, now)
+                uow.directory.update_member(
+                    actor.tenant_id,
+                    member_id,
+                    {
+                        "status": status,
+                        "block_reason": reason if blocked else None,
+                        "updated_at": now,
+                    },
+                )
+                uow.directory.audit(
+                    actor.tenant_id,
+                    actor.name,
+                    "member.block" if blocked else "member.unblock",
+                    "member",
+                    member_id,
+                    {"reason": reason},
+                    now,
+                )
             view = self._view(uow, actor.tenant_id, member_id)
             uow.commit()
             return view
@@ -386,29 +486,52 @@ class MemberService:
             if row is None:
                 raise NotFound("Member not found.", code="member_not_found")
             if row["status"] != "erased":
-                uow.directory.update_member(actor.tenant_id, member_id, {
-                    "phone": None, "email": None, "name": None, "birth_year": None,
-                    "birth_month": None, "birth_day": None, "external_id": None,
-                    "attributes": {}, "consents": {}, "status": "erased", "block_reason": None,
-                    "erased_at": now, "updated_at": now})
+                uow.directory.update_member(
+                    actor.tenant_id,
+                    member_id,
+                    {
+                        "phone": None,
+                        "email": None,
+                        "name": None,
+                        "birth_year": None,
+                        "birth_month": None,
+                        "birth_day": None,
+                        "external_id": None,
+                        "attributes": {},
+                        "consents": {},
+                        "status": "erased",
+                        "block_reason": None,
+                        "erased_at": now,
+                        "updated_at": now,
+                    },
+                )
                 for card in uow.directory.cards_of(actor.tenant_id, member_id):
                     if card["status"] == "active":
-                        uow.directory.update_card(actor.tenant_id, card["id"], {
-                            "status": "blocked", "status_changed_at": now})
-                uow.directory.audit(actor.tenant_id, actor.name, "member.erase", "member",
-                                    member_id, {}, now)
+                        uow.directory.update_card(
+                            actor.tenant_id,
+                            card["id"],
+                            {"status": "blocked", "status_changed_at": now},
+                        )
+                uow.directory.audit(
+                    actor.tenant_id, actor.name, "member.erase", "member", member_id, {}, now
+                )
             view = self._view(uow, actor.tenant_id, member_id)
             uow.commit()
             return view
 
     def merge(
-        self, actor: Actor, survivor_id: uuid.UUID, duplicate_id: uuid.UUID,
-        *, idempotency_key: str | None = None,
+        self,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        *,
+        idempotency_key: str | None = None,
     ) -> MemberView:
         """Fold a duplicate profile into the survivor: points, lots, cards and history."""
         if survivor_id == duplicate_id:
-            raise BusinessRuleViolation("A member cannot be merged into itself.",
-                                        code="merge_same_member")
+            raise BusinessRuleViolation(
+                "A member cannot be merged into itself.", code="merge_same_member"
+            )
         digest = request_hash("merge", {"survivor": survivor_id, "duplicate": duplicate_id})
         with self.uow_factory(write=True) as uow:
             stored = replay_or_claim(uow, actor.tenant_id, idempotency_key, digest)
@@ -419,41 +542,92 @@ class MemberService:
             survivor = self._active(uow, tenant.id, survivor_id, allow_blocked=True)
             duplicate = self._active(uow, tenant.id, duplicate_id, allow_blocked=True)
             if uow.ledger.active_holds_of(tenant.id, duplicate_id):
-                raise Conflict("The duplicate has points on hold; capture or release them first.",
-                               code="member_has_active_holds")
+                raise Conflict(
+                    "The duplicate has points on hold; capture or release them first.",
+                    code="member_has_active_holds",
+                )
             self._merge_points(uow, tenant, actor, survivor_id, duplicate_id, now)
-            fill = {f: duplicate[f] for f in ("phone", "email", "name", "external_id",
-                                              "birth_year", "birth_month", "birth_day")
-                    if survivor[f] is None and duplicate[f] is not None}
+            fill = {
+                f: duplicate[f]
+                for f in (
+                    "phone",
+                    "email",
+                    "name",
+                    "external_id",
+                    "birth_year",
+                    "birth_month",
+                    "birth_day",
+                )
+                if survivor[f] is None and duplicate[f] is not None
+            }
             if survivor["birth_month"] is not None:
                 for f in ("birth_year", "birth_month", "birth_day"):
                     fill.pop(f, None)
-            uow.directory.update_member(tenant.id, duplicate_id, {
-                "status": "merged", "merged_into_id": survivor_id, "phone": None, "email": None,
-                "external_id": None, "updated_at": now})
+            uow.directory.update_member(
+                tenant.id,
+                duplicate_id,
+                {
+                    "status": "merged",
+                    "merged_into_id": survivor_id,
+                    "phone": None,
+                    "email": None,
+                    "external_id": None,
+                    "updated_at": now,
+                },
+            )
             merged_attrs = {**(duplicate["attributes"] or {}), **(survivor["attributes"] or {})}
-            uow.directory.update_member(tenant.id, survivor_id, {
-                **fill, "attributes": merged_attrs, "updated_at": now})
+            uow.directory.update_member(
+                tenant.id, survivor_id, {**fill, "attributes": merged_attrs, "updated_at": now}
+            )
             uow.directory.move_cards(tenant.id, duplicate_id, survivor_id)
-            uow.directory.audit(tenant.id, actor.name, "member.merge", "member", survivor_id,
-                                {"duplicate": str(duplicate_id)}, now)
+            uow.directory.audit(
+                tenant.id,
+                actor.name,
+                "member.merge",
+                "member",
+                survivor_id,
+                {"duplicate": str(duplicate_id)},
+                now,
+            )
             view = self._view(uow, tenant.id, survivor_id)
             remember(uow, tenant.id, idempotency_key, digest, view.to_json(), now)
             uow.commit()
             return view
 
     def _merge_points(
-        self, uow: UnitOfWork, tenant: Tenant, actor: Actor, survivor_id: uuid.UUID,
-        duplicate_id: uuid.UUID, now: datetime,
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
     ) -> None:
         currency = tenant.points_currency
-        locked = uow.ledger.lock_many_member_accounts(tenant.id, [survivor_id, duplicate_id],
-                                                      currency)
+        locked = uow.ledger.lock_many_member_accounts(
+            tenant.id, [survivor_id, duplicate_id], currency
+        )
         plan = LedgerPlan()
-        keep = MemberBook(uow, tenant, survivor_id, actor, now, plan=plan,
-                          accounts=locked[survivor_id], load_lots=False)
-        gone = MemberBook(uow, tenant, duplicate_id, actor, now, plan=plan,
-                          accounts=locked[duplicate_id], load_lots=False)
+        keep = MemberBook(
+            uow,
+            tenant,
+            survivor_id,
+            actor,
+            now,
+            plan=plan,
+            accounts=locked[survivor_id],
+            load_lots=False,
+        )
+        gone = MemberBook(
+            uow,
+            tenant,
+            duplicate_id,
+            actor,
+            now,
+            plan=plan,
+            accounts=locked[duplicate_id],
+            load_lots=False,
+        )
         survivor_lots = uow.ledger.open_lots(tenant.id, survivor_id, currency)
         duplicate_lots = uow.ledger.open_lots(tenant.id, duplicate_id, currency)
         for lot in [*survivor_lots, *duplicate_lots]:
@@ -476,12 +650,19 @@ class MemberService:
         for lot in duplicate_after.values():
             if lot.remaining == 0 or lot.status not in (LotStatus.ACTIVE, LotStatus.PENDING):
                 continue
-            plan.change_lot(lot.id, -lot.remaining, txn_id=txn.id, origin_id=txn.id,
-                            status=LotStatus.CLOSED)
-            plan.create_lot(member_id=survivor_id, currency=currency, amount=lot.remaining,
-                            remaining=lot.remaining, status=lot.status,
-                            available_at=lot.available_at, expires_at=lot.expires_at,
-                            source_txn_id=txn.id)
+            plan.change_lot(
+                lot.id, -lot.remaining, txn_id=txn.id, origin_id=txn.id, status=LotStatus.CLOSED
+            )
+            plan.create_lot(
+                member_id=survivor_id,
+                currency=currency,
+                amount=lot.remaining,
+                remaining=lot.remaining,
+                status=lot.status,
+                available_at=lot.available_at,
+                expires_at=lot.expires_at,
+                source_txn_id=txn.id,
+            )
             if lot.status is LotStatus.PENDING:
                 moved_pending += lot.remaining
             else:
@@ -489,11 +670,15 @@ class MemberService:
         debt = max(0, -gone.wallet.balance)
         postings: list[Posting] = []
         if moved_wallet:
-            postings += [Posting(gone.wallet.id, -moved_wallet),
-                         Posting(keep.wallet.id, moved_wallet)]
+            postings += [
+                Posting(gone.wallet.id, -moved_wallet),
+                Posting(keep.wallet.id, moved_wallet),
+            ]
         if moved_pending:
-            postings += [Posting(gone.pending.id, -moved_pending),
-                         Posting(keep.pending.id, moved_pending)]
+            postings += [
+                Posting(gone.pending.id, -moved_pending),
+                Posting(keep.pending.id, moved_pending),
+            ]
         if debt:
             # The survivor takes over the duplicate's debt, paid from its points if it can.
             if not keep.wallet.allow_debt:
@@ -502,8 +687,8 @@ class MemberService:
             postings += [Posting(gone.wallet.id, debt), Posting(keep.wallet.id, -debt)]
             duplicate_ids = set(duplicate_after)
             takes, _ = allocate(
-                [lot for lot in plan.spendable_lots(now) if lot.id not in duplicate_ids],
-                debt, now)
+                [lot for lot in plan.spendable_lots(now) if lot.id not in duplicate_ids], debt, now
+            )
             for take in takes:
                 plan.change_lot(take.lot_id, -take.amount, txn_id=txn.id, origin_id=txn.id)
         txn.amount = moved_wallet + moved_pending
@@ -518,14 +703,26 @@ class MemberService:
             now = self.clock.now()
             self._active(uow, tenant.id, member_id, allow_blocked=True)
             row = self._issue_virtual(uow, tenant, member_id, now)
-            uow.directory.audit(tenant.id, actor.name, "card.issue", "member", member_id,
-                                {"number": row["number"]}, now)
+            uow.directory.audit(
+                tenant.id,
+                actor.name,
+                "card.issue",
+                "member",
+                member_id,
+                {"number": row["number"]},
+                now,
+            )
             uow.commit()
             return card_view(row)
 
     def register_batch(
-        self, actor: Actor, name: str, *, first_number: str | None = None,
-        count: int | None = None, numbers: list[str] | None = None,
+        self,
+        actor: Actor,
+        name: str,
+        *,
+        first_number: str | None = None,
+        count: int | None = None,
+        numbers: list[str] | None = None,
     ) -> BatchView:
         """Register pre-printed physical cards: a range from ``first_number`` or a list."""
         with self.uow_factory(write=True) as uow:
@@ -538,30 +735,68 @@ class MemberService:
                 raise Conflict(f"A batch named {name!r} exists.", code="batch_exists")
             taken = set()
             for i in range(0, len(wanted), 1000):
-                taken |= uow.directory.existing_card_numbers(tenant.id, wanted[i:i + 1000])
+                taken |= uow.directory.existing_card_numbers(tenant.id, wanted[i : i + 1000])
             if taken:
-                raise Conflict(f"{len(taken)} of these numbers are already registered.",
-                               code="card_numbers_taken",
-                               extra={"numbers": sorted(taken)[:20]})
+                raise Conflict(
+                    f"{len(taken)} of these numbers are already registered.",
+                    code="card_numbers_taken",
+                    extra={"numbers": sorted(taken)[:20]},
+                )
             batch_id = new_id()
-            uow.directory.insert_card_batch({
-                "id": batch_id, "tenant_id": tenant.id, "name": name, "first_number": wanted[0],
-                "last_number": wanted[-1], "count": len(wanted), "created_at": now})
+            uow.directory.insert_card_batch(
+                {
+                    "id": batch_id,
+                    "tenant_id": tenant.id,
+                    "name": name,
+                    "first_number": wanted[0],
+                    "last_number": wanted[-1],
+                    "count": len(wanted),
+                    "created_at": now,
+                }
+            )
             for i in range(0, len(wanted), 5000):
-                uow.directory.insert_cards([{
-                    "id": new_id(), "tenant_id": tenant.id, "number": n, "member_id": None,
-                    "kind": "physical", "status": "unbound", "batch_id": batch_id,
-                    "replaced_by_id": None, "created_at": now, "bound_at": None,
-                    "status_changed_at": now} for n in wanted[i:i + 5000]])
-            uow.directory.audit(tenant.id, actor.name, "card.batch", "card_batch", batch_id,
-                                {"count": len(wanted)}, now)
+                uow.directory.insert_cards(
+                    [
+                        {
+                            "id": new_id(),
+                            "tenant_id": tenant.id,
+                            "number": n,
+                            "member_id": None,
+                            "kind": "physical",
+                            "status": "unbound",
+                            "batch_id": batch_id,
+                            "replaced_by_id": None,
+                            "created_at": now,
+                            "bound_at": None,
+                            "status_changed_at": now,
+                        }
+                        for n in wanted[i : i + 5000]
+                    ]
+                )
+            uow.directory.audit(
+                tenant.id,
+                actor.name,
+                "card.batch",
+                "card_batch",
+                batch_id,
+                {"count": len(wanted)},
+                now,
+            )
             uow.commit()
-            return BatchView(id=batch_id, name=name, first_number=wanted[0],
-                             last_number=wanted[-1], count=len(wanted))
+            return BatchView(
+                id=batch_id,
+                name=name,
+                first_number=wanted[0],
+                last_number=wanted[-1],
+                count=len(wanted),
+            )
 
     @staticmethod
     def _batch_numbers(
-        tenant: Tenant, first_number: str | None, count: int | None, numbers: list[str] | None,
+        tenant: Tenant,
+        first_number: str | None,
+        count: int | None,
+        numbers: list[str] | None,
         errors: ErrorCollector,
     ) -> list[str]:
         scheme = tenant.card_scheme
@@ -570,8 +805,9 @@ class MemberService:
                 errors.add(("numbers",), f"At most {MAX_BATCH} cards per batch.", "too_many")
             for i, n in enumerate(numbers):
                 if not is_valid_number(scheme, n):
-                    errors.add(("numbers", i), "Wrong card number or check digit.",
-                               "invalid_card_number")
+                    errors.add(
+                        ("numbers", i), "Wrong card number or check digit.", "invalid_card_number"
+                    )
             if len(set(numbers)) != len(numbers):
                 errors.add(("numbers",), "Numbers repeat.", "duplicate_numbers")
             return list(numbers)
@@ -581,24 +817,33 @@ class MemberService:
         if not 1 <= count <= MAX_BATCH:
             errors.add(("count",), f"Between 1 and {MAX_BATCH} cards.", "invalid_count")
         if not is_valid_number(scheme, first_number):
-            errors.add(("first_number",), "Wrong card number or check digit.",
-                       "invalid_card_number")
+            errors.add(
+                ("first_number",), "Wrong card number or check digit.", "invalid_card_number"
+            )
         if errors.errors:
             return []
         body = first_number[:-1]
         prefix = tenant.card_prefix if body.startswith(tenant.card_prefix) else body[:1]
-        start = int(body[len(prefix):])
+        start = int(body[len(prefix) :])
         try:
             return [make_number(scheme, prefix, start + i) for i in range(count)]
         except ValueError:
             errors.add(("count",), "The range runs past the largest card number.", "invalid_count")
             return []
 
-    def _card(self, uow: UnitOfWork, tenant: Tenant, number: str, lock: bool = False) -> dict[str, Any]:
+    def _card(
+        self, uow: UnitOfWork, tenant: Tenant, number: str, lock: bool = False
+    ) -> dict[str, Any]:
         if not is_valid_number(tenant.card_scheme, number):
-            raise ValidationFailed("Wrong card number or check digit.", code="invalid_card_number",
-                                   errors=[FieldError(("number",), "Wrong card number or check "
-                                                      "digit.", "invalid_card_number")])
+            raise ValidationFailed(
+                "Wrong card number or check digit.",
+                code="invalid_card_number",
+                errors=[
+                    FieldError(
+                        ("number",), "Wrong card number or check digit.", "invalid_card_number"
+                    )
+                ],
+            )
         card = uow.directory.card_by_number(tenant.id, number, lock=lock)
         if card is None:
             raise NotFound(f"Card {number} not found.", code="card_not_found")
@@ -613,11 +858,16 @@ class MemberService:
             card = self._bindable_card(uow, tenant, number, errors)
             errors.raise_if_any()
             assert card is not None
-            values = {"member_id": member_id, "status": "active", "bound_at": now,
-                      "status_changed_at": now}
+            values = {
+                "member_id": member_id,
+                "status": "active",
+                "bound_at": now,
+                "status_changed_at": now,
+            }
             uow.directory.update_card(tenant.id, card["id"], values)
-            uow.directory.audit(tenant.id, actor.name, "card.bind", "member", member_id,
-                                {"number": number}, now)
+            uow.directory.audit(
+                tenant.id, actor.name, "card.bind", "member", member_id, {"number": number}, now
+            )
             uow.commit()
             return card_view({**card, **values})
 
@@ -632,15 +882,27 @@ class MemberService:
             if card["status"] == "lost" and status != "lost":
                 raise Conflict("A lost card stays lost; replace it.", code="card_lost")
             if card["status"] != status:
-                uow.directory.update_card(tenant.id, card["id"], {"status": status,
-                                                                   "status_changed_at": now})
-                uow.directory.audit(tenant.id, actor.name, f"card.{status}", "card", card["id"],
-                                    {"number": number}, now)
+                uow.directory.update_card(
+                    tenant.id, card["id"], {"status": status, "status_changed_at": now}
+                )
+                uow.directory.audit(
+                    tenant.id,
+                    actor.name,
+                    f"card.{status}",
+                    "card",
+                    card["id"],
+                    {"number": number},
+                    now,
+                )
             uow.commit()
             return card_view({**card, "status": status})
 
     def replace_card(
-        self, actor: Actor, number: str, *, new_number: str | None = None,
+        self,
+        actor: Actor,
+        number: str,
+        *,
+        new_number: str | None = None,
         idempotency_key: str | None = None,
     ) -> CardView:
         """Declare a card lost and give its member a new one; points live on the member,
@@ -662,16 +924,34 @@ class MemberService:
                 new = self._bindable_card(uow, tenant, new_number, errors)
                 errors.raise_if_any()
                 assert new is not None
-                new = {**new, "member_id": old["member_id"], "status": "active",
-                       "bound_at": now, "status_changed_at": now}
-                uow.directory.update_card(tenant.id, new["id"], {
-                    k: new[k] for k in ("member_id", "status", "bound_at", "status_changed_at")})
+                new = {
+                    **new,
+                    "member_id": old["member_id"],
+                    "status": "active",
+                    "bound_at": now,
+                    "status_changed_at": now,
+                }
+                uow.directory.update_card(
+                    tenant.id,
+                    new["id"],
+                    {k: new[k] for k in ("member_id", "status", "bound_at", "status_changed_at")},
+                )
             else:
                 new = self._issue_virtual(uow, tenant, old["member_id"], now)
-            uow.directory.update_card(tenant.id, old["id"], {
-                "status": "lost", "replaced_by_id": new["id"], "status_changed_at": now})
-            uow.directory.audit(tenant.id, actor.name, "card.replace", "member", old["member_id"],
-                                {"old": number, "new": new["number"]}, now)
+            uow.directory.update_card(
+                tenant.id,
+                old["id"],
+                {"status": "lost", "replaced_by_id": new["id"], "status_changed_at": now},
+            )
+            uow.directory.audit(
+                tenant.id,
+                actor.name,
+                "card.replace",
+                "member",
+                old["member_id"],
+                {"old": number, "new": new["number"]},
+                now,
+            )
             view = card_view(new)
             remember(uow, tenant.id, idempotency_key, digest, view.to_json(), now)
             uow.commit()
@@ -690,28 +970,38 @@ class MemberService:
             raise Conflict(f"The card is {card['status']}.", code=f"card_{card['status']}")
         now = self.clock.now().timestamp()
         window = tenant.qr_window_seconds
-        return QrTokenView(token=issue_token(tenant.qr_secret, number, now, window),
-                           card_number=number, valid_for_seconds=window - int(now % window))
+        return QrTokenView(
+            token=issue_token(tenant.qr_secret, number, now, window),
+            card_number=number,
+            valid_for_seconds=window - int(now % window),
+        )
 
     def lookup(
-        self, actor: Actor, *, number: str | None = None, phone: str | None = None,
+        self,
+        actor: Actor,
+        *,
+        number: str | None = None,
+        phone: str | None = None,
         qr: str | None = None,
     ) -> tuple[MemberView, CardView | None]:
         """Find the member a till is looking at, by card number, phone or QR token."""
         given = [v for v in (number, phone, qr) if v]
         if len(given) != 1:
-            raise ValidationFailed("Give exactly one of number, phone or qr.",
-                                   code="lookup_needs_one_key")
+            raise ValidationFailed(
+                "Give exactly one of number, phone or qr.", code="lookup_needs_one_key"
+            )
         with self.uow_factory(write=False) as uow:
             tenant = load_tenant(uow, actor.tenant_id)
             card = None
             if qr:
                 try:
-                    number = verify_token(tenant.qr_secret, qr, self.clock.now().timestamp(),
-                                          tenant.qr_window_seconds)
+                    number = verify_token(
+                        tenant.qr_secret, qr, self.clock.now().timestamp(), tenant.qr_window_seconds
+                    )
                 except InvalidQrToken as exc:
-                    raise ValidationFailed(f"QR code not accepted: {exc}.",
-                                           code="invalid_qr_token") from exc
+                    raise ValidationFailed(
+                        f"QR code not accepted: {exc}.", code="invalid_qr_token"
+                    ) from exc
             if number:
                 card = self._card(uow, tenant, number)
                 if card["status"] != "active" or card["member_id"] is None:
@@ -732,4 +1022,3 @@ class MemberService:
             if uow.directory.member(actor.tenant_id, member_id) is None:
                 raise NotFound("Member not found.", code="member_not_found")
             return uow.directory.audit_trail(actor.tenant_id, "member", str(member_id))
-

@@ -41,8 +41,9 @@ def digest_of(document: dict[str, Any]) -> str:
 
 
 class ProgramService:
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock,
-                 cache: dict[Any, Any] | None = None) -> None:
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, clock: Clock, cache: dict[Any, Any] | None = None
+    ) -> None:
         self.uow_factory = uow_factory
         self.clock = clock
         self.cache: dict[Any, Any] = cache if cache is not None else {}
@@ -51,14 +52,21 @@ class ProgramService:
         return validate_document(document)
 
     def publish(
-        self, actor: Actor, code: str, document: dict[str, Any], *,
-        starts_at: datetime | None = None, ends_at: datetime | None = None,
+        self,
+        actor: Actor,
+        code: str,
+        document: dict[str, Any],
+        *,
+        starts_at: datetime | None = None,
+        ends_at: datetime | None = None,
     ) -> ProgramVersionView:
         """Publish a new immutable version. Publishing the same document and schedule again
         returns the existing version (a natural idempotency key)."""
         if not CODE.match(code):
-            raise ValidationFailed("A program code: lower-case letters, digits, '-' or '_'.",
-                                   code="invalid_program_code")
+            raise ValidationFailed(
+                "A program code: lower-case letters, digits, '-' or '_'.",
+                code="invalid_program_code",
+            )
         compile_program(document, code, 0)  # raises with every error and its path
         now = self.clock.now()
         starts = starts_at or now
@@ -68,26 +76,46 @@ class ProgramService:
         with self.uow_factory(write=True) as uow:
             uow.commerce.lock_program_code(actor.tenant_id, code)
             latest = uow.commerce.latest_program(actor.tenant_id, code)
-            if (latest is not None and latest["digest"] == digest and latest["ends_at"] == ends_at
-                    and (starts_at is None or latest["starts_at"] == starts_at)):
+            if (
+                latest is not None
+                and latest["digest"] == digest
+                and latest["ends_at"] == ends_at
+                and (starts_at is None or latest["starts_at"] == starts_at)
+            ):
                 return _view(latest, with_document=True)
             row = {
-                "id": new_id(), "tenant_id": actor.tenant_id, "code": code,
-                "version": (latest["version"] + 1) if latest else 1, "document": document,
-                "digest": digest, "starts_at": starts, "ends_at": ends_at, "published_at": now,
+                "id": new_id(),
+                "tenant_id": actor.tenant_id,
+                "code": code,
+                "version": (latest["version"] + 1) if latest else 1,
+                "document": document,
+                "digest": digest,
+                "starts_at": starts,
+                "ends_at": ends_at,
+                "published_at": now,
                 "actor": actor.name,
             }
             uow.commerce.insert_program(row)
-            uow.directory.audit(actor.tenant_id, actor.name, "program.publish", "program", code,
-                                {"version": row["version"], "digest": digest}, now)
+            uow.directory.audit(
+                actor.tenant_id,
+                actor.name,
+                "program.publish",
+                "program",
+                code,
+                {"version": row["version"], "digest": digest},
+                now,
+            )
             uow.commit()
         self.cache.pop(("directory", actor.tenant_id), None)
         return _view(row, with_document=True)
 
     def get(self, actor: Actor, code: str, version: int | None = None) -> ProgramVersionView:
         with self.uow_factory(write=False) as uow:
-            row = (uow.commerce.program_version(actor.tenant_id, code, version) if version
-                   else uow.commerce.latest_program(actor.tenant_id, code))
+            row = (
+                uow.commerce.program_version(actor.tenant_id, code, version)
+                if version
+                else uow.commerce.latest_program(actor.tenant_id, code)
+            )
         if row is None:
             raise NotFound("Program not found.", code="program_not_found")
         return _view(row, with_document=True)
@@ -100,8 +128,9 @@ class ProgramService:
         return [_view(r) for r in rows]
 
     # ---- for evaluation ----------------------------------------------------------------
-    def in_force(self, uow: UnitOfWork, tenant_id: uuid.UUID, at: datetime,
-                 only: str | None = None) -> list[CompiledProgram]:
+    def in_force(
+        self, uow: UnitOfWork, tenant_id: uuid.UUID, at: datetime, only: str | None = None
+    ) -> list[CompiledProgram]:
         """The version of each program in force at ``at`` (the highest version whose
         window contains it), compiled."""
         key = ("directory", tenant_id)
@@ -115,13 +144,15 @@ class ProgramService:
             if only is not None and row["code"] != only:
                 continue
             in_window = row["starts_at"] <= at and (row["ends_at"] is None or at < row["ends_at"])
-            if in_window and (row["code"] not in best
-                              or row["version"] > best[row["code"]]["version"]):
+            if in_window and (
+                row["code"] not in best or row["version"] > best[row["code"]]["version"]
+            ):
                 best[row["code"]] = row
         return [self.compiled(uow, tenant_id, code, best[code]["version"]) for code in sorted(best)]
 
-    def compiled(self, uow: UnitOfWork, tenant_id: uuid.UUID, code: str,
-                 version: int) -> CompiledProgram:
+    def compiled(
+        self, uow: UnitOfWork, tenant_id: uuid.UUID, code: str, version: int
+    ) -> CompiledProgram:
         key = ("program", tenant_id, code, version)
         program = self.cache.get(key)
         if program is None:
@@ -136,7 +167,12 @@ class ProgramService:
 
 def _view(row: dict[str, Any], with_document: bool = False) -> ProgramVersionView:
     return ProgramVersionView(
-        code=row["code"], version=row["version"], starts_at=row["starts_at"],
-        ends_at=row["ends_at"], published_at=row["published_at"], digest=row["digest"],
-        actor=row["actor"], document=row.get("document") if with_document else None,
+        code=row["code"],
+        version=row["version"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        published_at=row["published_at"],
+        digest=row["digest"],
+        actor=row["actor"],
+        document=row.get("document") if with_document else None,
     )

@@ -91,11 +91,15 @@ class ReceiptInput:
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the request, for the natural idempotency key."""
         return {
-            "lines": [[li.sku, str(li.qty), li.price, li.category, li.brand, sorted(li.flags)]
-                      for li in self.lines],
+            "lines": [
+                [li.sku, str(li.qty), li.price, li.category, li.brand, sorted(li.flags)]
+                for li in self.lines
+            ],
             "member": self.member.__dict__ if self.member else None,
-            "redeem": self.redeem_points, "coupons": sorted(self.coupons),
-            "payment": self.payment_method, "channel": self.channel,
+            "redeem": self.redeem_points,
+            "coupons": sorted(self.coupons),
+            "payment": self.payment_method,
+            "channel": self.channel,
             "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
             "outlet": self.outlet,
         }
@@ -115,8 +119,9 @@ class Evaluated:
 
 
 class PurchaseService:
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock,
-                 programs: ProgramService) -> None:
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, clock: Clock, programs: ProgramService
+    ) -> None:
         self.uow_factory = uow_factory
         self.clock = clock
         self.programs = programs
@@ -129,43 +134,81 @@ class PurchaseService:
             return _response(found, receipt=None)
 
     # ---- confirm -----------------------------------------------------------------------
-    def confirm(self, actor: Actor, request: ReceiptInput, receipt_number: str, *,
-                hold: bool = False, hold_ttl_seconds: int | None = None) -> dict[str, Any]:
+    def confirm(
+        self,
+        actor: Actor,
+        request: ReceiptInput,
+        receipt_number: str,
+        *,
+        hold: bool = False,
+        hold_ttl_seconds: int | None = None,
+    ) -> dict[str, Any]:
         """Write the receipt, its lines and the ledger at once. Idempotent on outlet +
         receipt number: the same body replays, another body is refused."""
         if not receipt_number or len(receipt_number) > 64:
-            raise ValidationFailed("receipt_number: 1 to 64 characters.",
-                                   code="invalid_receipt_number")
+            raise ValidationFailed(
+                "receipt_number: 1 to 64 characters.", code="invalid_receipt_number"
+            )
         digest = request_hash("purchase", {**request.fingerprint(), "hold": hold})
         with self.uow_factory(write=True) as uow:
             tenant = load_tenant(uow, actor.tenant_id)
             outlet = self._outlet(uow, actor, request.outlet)
             if not uow.claim_key(tenant.id, f"receipt:{outlet['id']}:{receipt_number}"):
-                raise Conflict("This receipt is being processed; retry in a moment.",
-                               code="idempotency_in_progress")
+                raise Conflict(
+                    "This receipt is being processed; retry in a moment.",
+                    code="idempotency_in_progress",
+                )
             existing = uow.commerce.receipt_by_number(tenant.id, outlet["id"], receipt_number)
             if existing is not None:
                 if existing["request_hash"] != digest:
                     raise Conflict(
                         f"Receipt {receipt_number} was already registered at this outlet with "
-                        "other contents.", code="receipt_number_reused")
+                        "other contents.",
+                        code="receipt_number_reused",
+                    )
                 return self._view(uow, existing)
             found = self._evaluate(uow, actor, request, lock=True, tenant=tenant, outlet=outlet)
             now = self.clock.now()
             receipt_id = new_id()
-            ledger = self._write_ledger(uow, found, receipt_id, hold=hold,
-                                        hold_ttl=hold_ttl_seconds)
+            ledger = self._write_ledger(
+                uow, found, receipt_id, hold=hold, hold_ttl=hold_ttl_seconds
+            )
             status = "held" if hold else "confirmed"
-            hold_expires = (now + timedelta(seconds=hold_ttl_seconds or tenant.hold_ttl_seconds)
-                            if hold else None)
-            coupons = [] if hold or found.member is None else self._issue_coupons(
-                uow, tenant.id, found.member["id"], found.evaluation.coupons, receipt_id, now)
-            result = _response(found, receipt={
-                "id": str(receipt_id), "receipt_number": receipt_number, "status": status,
-                "hold_expires_at": hold_expires.isoformat() if hold_expires else None})
+            hold_expires = (
+                now + timedelta(seconds=hold_ttl_seconds or tenant.hold_ttl_seconds)
+                if hold
+                else None
+            )
+            coupons = (
+                []
+                if hold or found.member is None
+                else self._issue_coupons(
+                    uow, tenant.id, found.member["id"], found.evaluation.coupons, receipt_id, now
+                )
+            )
+            result = _response(
+                found,
+                receipt={
+                    "id": str(receipt_id),
+                    "receipt_number": receipt_number,
+                    "status": status,
+                    "hold_expires_at": hold_expires.isoformat() if hold_expires else None,
+                },
+            )
             result["coupons_issued"] = coupons
-            self._insert(uow, found, receipt_id, receipt_number, status, digest, result, ledger,
-                         hold_expires, request, now)
+            self._insert(
+                uow,
+                found,
+                receipt_id,
+                receipt_number,
+                status,
+                digest,
+                result,
+                ledger,
+                hold_expires,
+                request,
+                now,
+            )
             uow.commit()
             return {**result, "refunds": []}  # the shape a replay (``_view``) has
 
@@ -176,14 +219,16 @@ class PurchaseService:
             if receipt["status"] == "confirmed":
                 return self._view(uow, receipt)
             if receipt["status"] != "held":
-                raise Conflict(f"The receipt is {receipt['status']}.",
-                               code=f"receipt_{receipt['status']}")
+                raise Conflict(
+                    f"The receipt is {receipt['status']}.", code=f"receipt_{receipt['status']}"
+                )
             now = self.clock.now()
             if receipt["hold_expires_at"] is not None and receipt["hold_expires_at"] <= now:
                 self._void_in(uow, actor, receipt, expired=True)
                 uow.commit()
-                raise Conflict("The hold expired and the receipt was voided.",
-                               code="receipt_hold_expired")
+                raise Conflict(
+                    "The hold expired and the receipt was voided.", code="receipt_hold_expired"
+                )
             tenant = load_tenant(uow, actor.tenant_id)
             ledger = dict(receipt["ledger"])
             result = dict(receipt["result"])
@@ -192,26 +237,46 @@ class PurchaseService:
                 if receipt["hold_id"] is not None:
                     hold = uow.ledger.get_hold(tenant.id, receipt["hold_id"], lock=True)
                     assert hold is not None
-                    book = self._book(uow, tenant, actor, receipt["member_id"], hold.currency,
-                                      books, now)
+                    book = self._book(
+                        uow, tenant, actor, receipt["member_id"], hold.currency, books, now
+                    )
                     txns = capture_hold(book, hold, hold.amount, str(receipt["id"]))
                     uow.ledger.close_hold(tenant.id, hold.id, "captured", hold.amount, now)
                     ledger["capture"] = str(txns[0].id)
-                programs = {code: self.programs.compiled(uow, tenant.id, code, version)
-                            for code, version in receipt["programs"].items()}
+                programs = {
+                    code: self.programs.compiled(uow, tenant.id, code, version)
+                    for code, version in receipt["programs"].items()
+                }
                 earned = {p: int(v) for p, v in result["points_earned_by_program"].items()}
-                ledger["accruals"] = self._accrue(uow, tenant, actor, receipt["member_id"],
-                                                  receipt["id"], programs, earned, books, now,
-                                                  receipt["occurred_at"],
-                                                  ledger.get("rules") or {})
+                ledger["accruals"] = self._accrue(
+                    uow,
+                    tenant,
+                    actor,
+                    receipt["member_id"],
+                    receipt["id"],
+                    programs,
+                    earned,
+                    books,
+                    now,
+                    receipt["occurred_at"],
+                    ledger.get("rules") or {},
+                )
                 for book in books.values():
                     uow.ledger.apply(tenant.id, book.plan, now)
                 result["coupons_issued"] = self._issue_coupons(
-                    uow, tenant.id, receipt["member_id"], ledger.get("coupons") or [],
-                    receipt["id"], now)
+                    uow,
+                    tenant.id,
+                    receipt["member_id"],
+                    ledger.get("coupons") or [],
+                    receipt["id"],
+                    now,
+                )
             result["receipt"] = {**result["receipt"], "status": "confirmed"}
-            uow.commerce.update_receipt(tenant.id, receipt["id"], {
-                "status": "confirmed", "ledger": ledger, "result": result, "closed_at": now})
+            uow.commerce.update_receipt(
+                tenant.id,
+                receipt["id"],
+                {"status": "confirmed", "ledger": ledger, "result": result, "closed_at": now},
+            )
             uow.commit()
             return {**result, "refunds": []}  # the shape a replay (``_view``) has
 
@@ -222,8 +287,10 @@ class PurchaseService:
             if receipt["status"] == "voided":
                 return self._view(uow, receipt)
             if receipt["status"] != "held":
-                raise Conflict(f"Only a held receipt can be voided; this one is "
-                               f"{receipt['status']}.", code=f"receipt_{receipt['status']}")
+                raise Conflict(
+                    f"Only a held receipt can be voided; this one is {receipt['status']}.",
+                    code=f"receipt_{receipt['status']}",
+                )
             result = self._void_in(uow, actor, receipt, expired=False)
             uow.commit()
             return {**result, "refunds": []}  # the shape a replay (``_view``) has
@@ -244,8 +311,9 @@ class PurchaseService:
                 count += 1
         return count
 
-    def _void_in(self, uow: UnitOfWork, actor: Actor, receipt: dict[str, Any],
-                 expired: bool) -> dict[str, Any]:
+    def _void_in(
+        self, uow: UnitOfWork, actor: Actor, receipt: dict[str, Any], expired: bool
+    ) -> dict[str, Any]:
         now = self.clock.now()
         tenant = load_tenant(uow, actor.tenant_id)
         if receipt["hold_id"] is not None:
@@ -253,37 +321,52 @@ class PurchaseService:
             if hold is not None and hold.status == "active":
                 book = MemberBook(uow, tenant, hold.member_id, actor, now, currency=hold.currency)
                 release_hold(book, hold, hold.amount, str(receipt["id"]), expired=expired)
-                uow.ledger.close_hold(tenant.id, hold.id, "expired" if expired else "released",
-                                      0, now)
+                uow.ledger.close_hold(
+                    tenant.id, hold.id, "expired" if expired else "released", 0, now
+                )
                 uow.ledger.apply(tenant.id, book.plan, now)
         result = dict(receipt["result"])
         result["receipt"] = {**result["receipt"], "status": "voided"}
-        uow.commerce.update_receipt(tenant.id, receipt["id"], {
-            "status": "voided", "result": result, "closed_at": now})
+        uow.commerce.update_receipt(
+            tenant.id, receipt["id"], {"status": "voided", "result": result, "closed_at": now}
+        )
         return result
 
     # ---- refunds and cancel ------------------------------------------------------------
-    def refund(self, actor: Actor, receipt_id: uuid.UUID, refund_key: str,
-               lines: list[tuple[int, Decimal]] | None) -> dict[str, Any]:
+    def refund(
+        self,
+        actor: Actor,
+        receipt_id: uuid.UUID,
+        refund_key: str,
+        lines: list[tuple[int, Decimal]] | None,
+    ) -> dict[str, Any]:
         """Refund the whole receipt or some lines; earned points are taken back and spent
         points given back, in proportion. Idempotent on ``refund_key``."""
         if refund_key.startswith(CANCEL_KEY):
-            raise ValidationFailed(f"Refund keys starting with {CANCEL_KEY!r} are reserved.",
-                                   code="refund_key_reserved")
-        digest = request_hash("refund", {"lines": [[n, str(q)] for n, q in lines or []],
-                                         "full": lines is None})
+            raise ValidationFailed(
+                f"Refund keys starting with {CANCEL_KEY!r} are reserved.",
+                code="refund_key_reserved",
+            )
+        digest = request_hash(
+            "refund", {"lines": [[n, str(q)] for n, q in lines or []], "full": lines is None}
+        )
         with self.uow_factory(write=True) as uow:
             receipt = self._receipt(uow, actor, receipt_id, lock=True)
             previous = uow.commerce.refund_by_key(actor.tenant_id, receipt["id"], refund_key)
             if previous is not None:
                 if previous["request_hash"] != digest:
-                    raise ValidationFailed("This refund key was used for another refund.",
-                                           code="idempotency_key_reused")
+                    raise ValidationFailed(
+                        "This refund key was used for another refund.",
+                        code="idempotency_key_reused",
+                    )
                 stored: dict[str, Any] = previous["result"]
                 return stored
             if receipt["status"] != "confirmed":
-                raise Conflict(f"The receipt is {receipt['status']}; only a confirmed receipt "
-                               "can be refunded.", code=f"receipt_{receipt['status']}")
+                raise Conflict(
+                    f"The receipt is {receipt['status']}; only a confirmed receipt "
+                    "can be refunded.",
+                    code=f"receipt_{receipt['status']}",
+                )
             result = self._refund_in(uow, actor, receipt, lines, refund_key, digest, "refund")
             uow.commit()
             return result
@@ -295,59 +378,94 @@ class PurchaseService:
             if receipt["status"] == "cancelled":
                 return self._view(uow, receipt)
             if receipt["status"] != "confirmed":
-                raise Conflict(f"The receipt is {receipt['status']}.",
-                               code=f"receipt_{receipt['status']}")
+                raise Conflict(
+                    f"The receipt is {receipt['status']}.", code=f"receipt_{receipt['status']}"
+                )
             tenant = load_tenant(uow, actor.tenant_id)
             tz = ZoneInfo(tenant.timezone)
             # Confirmed when closed: a held receipt is confirmed later than it was created.
             confirmed_at = receipt["closed_at"] or receipt["created_at"]
             if confirmed_at.astimezone(tz).date() != self.clock.now().astimezone(tz).date():
-                raise Conflict("A receipt can be cancelled only on the day it was confirmed; "
-                               "refund it instead.", code="cancel_window_passed")
-            remaining = [(line["line_no"], line["qty"] - line["refunded_qty"])
-                         for line in uow.commerce.receipt_lines(tenant.id, receipt["id"])
-                         if line["qty"] > line["refunded_qty"]]
+                raise Conflict(
+                    "A receipt can be cancelled only on the day it was confirmed; "
+                    "refund it instead.",
+                    code="cancel_window_passed",
+                )
+            remaining = [
+                (line["line_no"], line["qty"] - line["refunded_qty"])
+                for line in uow.commerce.receipt_lines(tenant.id, receipt["id"])
+                if line["qty"] > line["refunded_qty"]
+            ]
             if remaining:
-                self._refund_in(uow, actor, receipt, remaining, f"{CANCEL_KEY}{receipt['id']}",
-                                "cancel", "cancel")
+                self._refund_in(
+                    uow,
+                    actor,
+                    receipt,
+                    remaining,
+                    f"{CANCEL_KEY}{receipt['id']}",
+                    "cancel",
+                    "cancel",
+                )
             now = self.clock.now()
             result = dict(receipt["result"])
             result["receipt"] = {**result["receipt"], "status": "cancelled"}
-            uow.commerce.update_receipt(tenant.id, receipt["id"], {
-                "status": "cancelled", "result": result, "closed_at": now})
+            uow.commerce.update_receipt(
+                tenant.id,
+                receipt["id"],
+                {"status": "cancelled", "result": result, "closed_at": now},
+            )
             view = self._view(uow, {**receipt, "status": "cancelled", "result": result})
             uow.commit()
             return view
 
-    def _refund_in(self, uow: UnitOfWork, actor: Actor, receipt: dict[str, Any],
-                   lines: list[tuple[int, Decimal]] | None, key: str, digest: str,
-                   kind: str) -> dict[str, Any]:
+    def _refund_in(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        receipt: dict[str, Any],
+        lines: list[tuple[int, Decimal]] | None,
+        key: str,
+        digest: str,
+        kind: str,
+    ) -> dict[str, Any]:
         tenant = load_tenant(uow, actor.tenant_id)
         now = self.clock.now()
-        stored = {line["line_no"]: line for line in uow.commerce.receipt_lines(tenant.id,
-                                                                                receipt["id"])}
+        stored = {
+            line["line_no"]: line for line in uow.commerce.receipt_lines(tenant.id, receipt["id"])
+        }
         wanted: dict[int, Decimal] = {}
         errors = ErrorCollector()
         # A full refund takes what is left of each line; lines already refunded are skipped,
         # so refunding a fully refunded receipt again is "nothing to refund".
-        for i, (line_no, qty) in enumerate(lines if lines is not None else [
-                (n, li["qty"] - li["refunded_qty"]) for n, li in stored.items()
-                if li["qty"] > li["refunded_qty"]]):
+        for i, (line_no, qty) in enumerate(
+            lines
+            if lines is not None
+            else [
+                (n, li["qty"] - li["refunded_qty"])
+                for n, li in stored.items()
+                if li["qty"] > li["refunded_qty"]
+            ]
+        ):
             line = stored.get(line_no)
             if line is None:
-                errors.add(("lines", i, "line"), f"No line {line_no} on this receipt.",
-                           "unknown_line")
+                errors.add(
+                    ("lines", i, "line"), f"No line {line_no} on this receipt.", "unknown_line"
+                )
                 continue
             left = line["qty"] - line["refunded_qty"] - wanted.get(line_no, Decimal(0))
             if qty <= 0 or qty > left:
-                errors.add(("lines", i, "qty"), f"Between 0 and {left} can still be refunded.",
-                           "refund_exceeds_purchase")
+                errors.add(
+                    ("lines", i, "qty"),
+                    f"Between 0 and {left} can still be refunded.",
+                    "refund_exceeds_purchase",
+                )
                 continue
             wanted[line_no] = wanted.get(line_no, Decimal(0)) + qty
         errors.raise_if_any("The refund does not fit the receipt.")
         if not wanted:
-            raise BusinessRuleViolation("Nothing is left to refund on this receipt.",
-                                        code="nothing_to_refund")
+            raise BusinessRuleViolation(
+                "Nothing is left to refund on this receipt.", code="nothing_to_refund"
+            )
         spent_back = 0
         money_back = 0
         taken_back: dict[str, int] = {}
@@ -356,37 +474,58 @@ class PurchaseService:
             line = stored[line_no]
             before, after = line["refunded_qty"], line["refunded_qty"] + qty
             whole = line["qty"]
-            spent = (proportional(line["points_spent"], after, whole)
-                     - proportional(line["points_spent"], before, whole))
+            spent = proportional(line["points_spent"], after, whole) - proportional(
+                line["points_spent"], before, whole
+            )
             paid = line["amount"] - line["discount"] - line["points_money"]
             money = proportional(paid, after, whole) - proportional(paid, before, whole)
             earned_line: dict[str, int] = {}
             for program, points in (line["points_earned"] or {}).items():
-                delta = (proportional(int(points), after, whole)
-                         - proportional(int(points), before, whole))
+                delta = proportional(int(points), after, whole) - proportional(
+                    int(points), before, whole
+                )
                 if delta:
                     earned_line[program] = delta
                     taken_back[program] = taken_back.get(program, 0) + delta
             spent_back += spent
             money_back += money
-            line_results.append({"line": line_no, "qty": str(qty), "money": money,
-                                 "points_returned": spent, "points_taken_back": earned_line})
+            line_results.append(
+                {
+                    "line": line_no,
+                    "qty": str(qty),
+                    "money": money,
+                    "points_returned": spent,
+                    "points_taken_back": earned_line,
+                }
+            )
         shortfall_points = 0
         shortfall_money = 0
         ledger = receipt["ledger"] or {}
         made: list[str] = []
         if receipt["member_id"] is not None and (spent_back or taken_back):
             books: dict[str, MemberBook] = {}
-            programs = {code: self.programs.compiled(uow, tenant.id, code, version)
-                        for code, version in receipt["programs"].items()}
+            programs = {
+                code: self.programs.compiled(uow, tenant.id, code, version)
+                for code, version in receipt["programs"].items()
+            }
             spend_txn_id = ledger.get("capture") or ledger.get("redemption")
             if spent_back and spend_txn_id:
                 original = uow.ledger.get_transaction(tenant.id, uuid.UUID(spend_txn_id))
                 assert original is not None
-                book = self._book(uow, tenant, actor, receipt["member_id"], original.currency,
-                                  books, now)
-                made.append(str(refund_spend(book, original, spent_back, source_type="receipt",
-                                             source_id=str(receipt["id"])).id))
+                book = self._book(
+                    uow, tenant, actor, receipt["member_id"], original.currency, books, now
+                )
+                made.append(
+                    str(
+                        refund_spend(
+                            book,
+                            original,
+                            spent_back,
+                            source_type="receipt",
+                            source_id=str(receipt["id"]),
+                        ).id
+                    )
+                )
             for program_code, points in sorted(taken_back.items()):
                 txn_id = (ledger.get("accruals") or {}).get(program_code)
                 if not txn_id:
@@ -394,34 +533,59 @@ class PurchaseService:
                 original = uow.ledger.get_transaction(tenant.id, uuid.UUID(txn_id))
                 assert original is not None
                 program = programs[program_code]
-                book = self._book(uow, tenant, actor, receipt["member_id"], original.currency,
-                                  books, now)
-                policy = Shortfall.DEBT if program.settings.refund_shortfall == "debt" else (
-                    Shortfall.CAP)
-                reversal = reverse_credit(book, original, points, policy,
-                                          source_type="receipt", source_id=str(receipt["id"]),
-                                          debt_allowed=True)
+                book = self._book(
+                    uow, tenant, actor, receipt["member_id"], original.currency, books, now
+                )
+                policy = (
+                    Shortfall.DEBT
+                    if program.settings.refund_shortfall == "debt"
+                    else (Shortfall.CAP)
+                )
+                reversal = reverse_credit(
+                    book,
+                    original,
+                    points,
+                    policy,
+                    source_type="receipt",
+                    source_id=str(receipt["id"]),
+                    debt_allowed=True,
+                )
                 if reversal.txn is not None:
                     made.append(str(reversal.txn.id))
                 shortfall_points += reversal.shortfall
                 shortfall_money += reversal.shortfall * program.settings.redemption.point_value
             for book in books.values():
                 uow.ledger.apply(tenant.id, book.plan, now)
-        uow.commerce.set_refunded_qty(tenant.id, receipt["id"], {
-            n: stored[n]["refunded_qty"] + q for n, q in wanted.items()})
+        uow.commerce.set_refunded_qty(
+            tenant.id, receipt["id"], {n: stored[n]["refunded_qty"] + q for n, q in wanted.items()}
+        )
         refund_id = new_id()
         result = {
-            "id": str(refund_id), "receipt_id": str(receipt["id"]), "kind": kind,
-            "lines": line_results, "money_to_return": max(0, money_back - shortfall_money),
-            "money_refunded_before_shortfall": money_back, "points_returned": spent_back,
+            "id": str(refund_id),
+            "receipt_id": str(receipt["id"]),
+            "kind": kind,
+            "lines": line_results,
+            "money_to_return": max(0, money_back - shortfall_money),
+            "money_refunded_before_shortfall": money_back,
+            "points_returned": spent_back,
             "points_taken_back": sum(taken_back.values()) - shortfall_points,
-            "shortfall_points": shortfall_points, "shortfall_money": shortfall_money,
-            "transactions": made, "created_at": now.isoformat(),
+            "shortfall_points": shortfall_points,
+            "shortfall_money": shortfall_money,
+            "transactions": made,
+            "created_at": now.isoformat(),
         }
-        uow.commerce.insert_refund({"id": refund_id, "tenant_id": tenant.id,
-                                    "receipt_id": receipt["id"], "refund_key": key,
-                                    "request_hash": digest, "kind": kind, "result": result,
-                                    "created_at": now})
+        uow.commerce.insert_refund(
+            {
+                "id": refund_id,
+                "tenant_id": tenant.id,
+                "receipt_id": receipt["id"],
+                "refund_key": key,
+                "request_hash": digest,
+                "kind": kind,
+                "result": result,
+                "created_at": now,
+            }
+        )
         return result
 
     # ---- reads -------------------------------------------------------------------------
@@ -429,8 +593,9 @@ class PurchaseService:
         with self.uow_factory(write=False) as uow:
             return self._view(uow, self._receipt(uow, actor, receipt_id))
 
-    def member_purchases(self, actor: Actor, member_id: uuid.UUID, before: uuid.UUID | None,
-                         limit: int) -> list[dict[str, Any]]:
+    def member_purchases(
+        self, actor: Actor, member_id: uuid.UUID, before: uuid.UUID | None, limit: int
+    ) -> list[dict[str, Any]]:
         with self.uow_factory(write=False) as uow:
             if uow.directory.member(actor.tenant_id, member_id) is None:
                 raise NotFound("Member not found.", code="member_not_found")
@@ -441,12 +606,16 @@ class PurchaseService:
     def _view(self, uow: UnitOfWork, receipt: dict[str, Any]) -> dict[str, Any]:
         result = dict(receipt["result"])
         result["receipt"] = {**result.get("receipt", {}), "status": receipt["status"]}
-        result["refunds"] = [r["result"] for r in uow.commerce.refunds_of(
-            receipt["tenant_id"], receipt["id"])] if "tenant_id" in receipt else []
+        result["refunds"] = (
+            [r["result"] for r in uow.commerce.refunds_of(receipt["tenant_id"], receipt["id"])]
+            if "tenant_id" in receipt
+            else []
+        )
         return result
 
-    def _receipt(self, uow: UnitOfWork, actor: Actor, receipt_id: uuid.UUID,
-                 lock: bool = False) -> dict[str, Any]:
+    def _receipt(
+        self, uow: UnitOfWork, actor: Actor, receipt_id: uuid.UUID, lock: bool = False
+    ) -> dict[str, Any]:
         receipt = uow.commerce.receipt(actor.tenant_id, receipt_id, lock=lock)
         if receipt is None:
             raise NotFound("Receipt not found.", code="receipt_not_found")
@@ -459,13 +628,15 @@ class PurchaseService:
             if code is not None:
                 own = uow.directory.outlet(actor.tenant_id, actor.outlet_id)
                 if own is None or own["code"] != code:
-                    raise Forbidden("A till key works for its own outlet only.",
-                                    code="outlet_not_allowed")
+                    raise Forbidden(
+                        "A till key works for its own outlet only.", code="outlet_not_allowed"
+                    )
             outlet = uow.directory.outlet(actor.tenant_id, actor.outlet_id)
         else:
             if not code:
-                raise ValidationFailed("Name the outlet (its code) when not using a till key.",
-                                       code="outlet_required")
+                raise ValidationFailed(
+                    "Name the outlet (its code) when not using a till key.", code="outlet_required"
+                )
             outlet = uow.directory.outlet_by_code(actor.tenant_id, code)
         if outlet is None:
             raise ValidationFailed(f"Unknown outlet {code!r}.", code="unknown_outlet")
@@ -474,27 +645,33 @@ class PurchaseService:
     def _member(self, uow: UnitOfWork, tenant: Tenant, ref: MemberRef) -> dict[str, Any]:
         given = [v for v in (ref.card, ref.phone, ref.id, ref.qr) if v]
         if len(given) != 1:
-            raise ValidationFailed("Identify the member by exactly one of card, phone, id, qr.",
-                                   code="member_ref_invalid")
+            raise ValidationFailed(
+                "Identify the member by exactly one of card, phone, id, qr.",
+                code="member_ref_invalid",
+            )
         member = None
         number = ref.card
         if ref.qr:
             try:
-                number = verify_token(tenant.qr_secret, ref.qr, self.clock.now().timestamp(),
-                                      tenant.qr_window_seconds)
+                number = verify_token(
+                    tenant.qr_secret, ref.qr, self.clock.now().timestamp(), tenant.qr_window_seconds
+                )
             except InvalidQrToken as exc:
-                raise ValidationFailed(f"QR code not accepted: {exc}.",
-                                       code="invalid_qr_token") from exc
+                raise ValidationFailed(
+                    f"QR code not accepted: {exc}.", code="invalid_qr_token"
+                ) from exc
         if number:
             if not is_valid_number(tenant.card_scheme, number):
-                raise ValidationFailed("Wrong card number or check digit.",
-                                       code="invalid_card_number")
+                raise ValidationFailed(
+                    "Wrong card number or check digit.", code="invalid_card_number"
+                )
             card = uow.directory.card_by_number(tenant.id, number)
             if card is None or card["member_id"] is None:
                 raise NotFound("Card not found.", code="card_not_found")
             if card["status"] != "active":
-                raise BusinessRuleViolation(f"The card is {card['status']}.",
-                                            code=f"card_{card['status']}")
+                raise BusinessRuleViolation(
+                    f"The card is {card['status']}.", code=f"card_{card['status']}"
+                )
             member = uow.directory.member(tenant.id, card["member_id"])
         elif ref.phone:
             try:
@@ -507,8 +684,10 @@ class PurchaseService:
         if member is None:
             raise NotFound("Member not found.", code="member_not_found")
         if member["status"] != "active":
-            raise BusinessRuleViolation(f"The member is {member['status']}: no earning or "
-                                        "spending.", code=f"member_{member['status']}")
+            raise BusinessRuleViolation(
+                f"The member is {member['status']}: no earning or spending.",
+                code=f"member_{member['status']}",
+            )
         return member
 
     def _lines(self, uow: UnitOfWork, tenant: Tenant, request: ReceiptInput) -> list[Line]:
@@ -522,11 +701,17 @@ class PurchaseService:
         lines: list[Line] = []
         for i, item in enumerate(request.lines):
             if item.qty <= 0 or item.qty > MAX_QTY or item.qty != item.qty.quantize(QTY_STEP):
-                errors.add(("lines", i, "qty"), "A positive quantity with at most 3 decimals.",
-                           "invalid_qty")
+                errors.add(
+                    ("lines", i, "qty"),
+                    "A positive quantity with at most 3 decimals.",
+                    "invalid_qty",
+                )
             if item.price < 0 or item.price > MAX_PRICE:
-                errors.add(("lines", i, "price"), "A price per unit in minor units, 0 or more.",
-                           "invalid_price")
+                errors.add(
+                    ("lines", i, "price"),
+                    "A price per unit in minor units, 0 or more.",
+                    "invalid_price",
+                )
             for flag in item.flags:
                 if flag not in FLAGS:
                     errors.add(("lines", i, "flags"), f"Unknown flag {flag!r}.", "unknown_flag")
@@ -535,24 +720,42 @@ class PurchaseService:
             product = catalogue.get(item.sku) or {}
             category = item.category or product.get("category") or ""
             flags = set(item.flags)
-            lines.append(Line(
-                index=i, sku=item.sku, qty=item.qty, price=item.price,
-                amount=line_amount(item.price, item.qty), name=item.name or product.get("name"),
-                category=category_path(category), brand=item.brand or product.get("brand"),
-                tags=frozenset(product.get("tags") or ()),
-                attributes=product.get("attributes") or {},
-                no_discount="no_discount" in flags or bool(product.get("no_discount")),
-                no_points="no_points" in flags or bool(product.get("no_points")),
-                min_price=product.get("min_price"),
-            ))
+            lines.append(
+                Line(
+                    index=i,
+                    sku=item.sku,
+                    qty=item.qty,
+                    price=item.price,
+                    amount=line_amount(item.price, item.qty),
+                    name=item.name or product.get("name"),
+                    category=category_path(category),
+                    brand=item.brand or product.get("brand"),
+                    tags=frozenset(product.get("tags") or ()),
+                    attributes=product.get("attributes") or {},
+                    no_discount="no_discount" in flags or bool(product.get("no_discount")),
+                    no_points="no_points" in flags or bool(product.get("no_points")),
+                    min_price=product.get("min_price"),
+                )
+            )
         if not errors.errors and sum(line.amount for line in lines) > MAX_TOTAL:
-            errors.add(("lines",), f"The receipt comes to more than {MAX_TOTAL} minor units.",
-                       "receipt_total_too_large")
+            errors.add(
+                ("lines",),
+                f"The receipt comes to more than {MAX_TOTAL} minor units.",
+                "receipt_total_too_large",
+            )
         errors.raise_if_any("The receipt is not valid.")
         return lines
 
-    def _evaluate(self, uow: UnitOfWork, actor: Actor, request: ReceiptInput, *, lock: bool,
-                  tenant: Tenant | None = None, outlet: dict[str, Any] | None = None) -> Evaluated:
+    def _evaluate(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        request: ReceiptInput,
+        *,
+        lock: bool,
+        tenant: Tenant | None = None,
+        outlet: dict[str, Any] | None = None,
+    ) -> Evaluated:
         tenant = tenant or load_tenant(uow, actor.tenant_id)
         outlet = outlet or self._outlet(uow, actor, request.outlet)
         now = self.clock.now()
@@ -576,26 +779,40 @@ class PurchaseService:
                     book.settle()
                     balances[currency] = max(book.wallet.balance, 0)
                 else:
-                    accounts = uow.ledger.lock_member_accounts(tenant.id, member["id"], currency,
-                                                               lock=False)
+                    accounts = uow.ledger.lock_member_accounts(
+                        tenant.id, member["id"], currency, lock=False
+                    )
                     lots = uow.ledger.open_lots(tenant.id, member["id"], currency)
                     view = balance_view(tenant, member["id"], currency, accounts, lots, now)
                     balances[currency] = view.available
                     if currency == tenant.points_currency:
                         balance = view
-            facts = _member_facts(member, uow.commerce.count_member_purchases(
-                tenant.id, member["id"]), balances.get(tenant.points_currency, 0))
+            facts = _member_facts(
+                member,
+                uow.commerce.count_member_purchases(tenant.id, member["id"]),
+                balances.get(tenant.points_currency, 0),
+            )
         local = occurred.astimezone(ZoneInfo(outlet["timezone"]))
         ctx = Context(
-            occurred_at=occurred, local_time=local,
+            occurred_at=occurred,
+            local_time=local,
             tenant_today=occurred.astimezone(ZoneInfo(tenant.timezone)).date(),
-            outlet_code=outlet["code"], outlet_tags=frozenset(outlet["tags"] or ()),
-            region=outlet["region"], channel=request.channel,
+            outlet_code=outlet["code"],
+            outlet_tags=frozenset(outlet["tags"] or ()),
+            region=outlet["region"],
+            channel=request.channel,
             payment_method=request.payment_method,
-            coupons=frozenset(c.upper() for c in request.coupons), member=facts,
+            coupons=frozenset(c.upper() for c in request.coupons),
+            member=facts,
         )
-        evaluation = evaluate(programs, lines, ctx, redeem=request.redeem_points,
-                              balances=balances, currency=tenant.currency)
+        evaluation = evaluate(
+            programs,
+            lines,
+            ctx,
+            redeem=request.redeem_points,
+            balances=balances,
+            currency=tenant.currency,
+        )
         if member is None:
             # Nobody to credit: an anonymous receipt earns nothing, and must not say it did
             # (nor its refunds claim to take points back).
@@ -604,20 +821,46 @@ class PurchaseService:
             evaluation.earned_by_program = {code: 0 for code in evaluation.earned_by_program}
             evaluation.applied = [a for a in evaluation.applied if a.kind not in POINTS_EFFECTS]
         if any(points > MAX_POINTS for points in evaluation.earned_by_program.values()):
-            raise BusinessRuleViolation(f"The programs would award more than {MAX_POINTS} points "
-                                        "for this receipt.", code="points_too_large")
-        return Evaluated(tenant, outlet, member, list(programs), evaluation, occurred,
-                         source_lines=lines, balance=balance, books=books)
+            raise BusinessRuleViolation(
+                f"The programs would award more than {MAX_POINTS} points for this receipt.",
+                code="points_too_large",
+            )
+        return Evaluated(
+            tenant,
+            outlet,
+            member,
+            list(programs),
+            evaluation,
+            occurred,
+            source_lines=lines,
+            balance=balance,
+            books=books,
+        )
 
-    def _book(self, uow: UnitOfWork, tenant: Tenant, actor: Actor, member_id: uuid.UUID,
-              currency: str, books: dict[str, MemberBook], now: datetime) -> MemberBook:
+    def _book(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        member_id: uuid.UUID,
+        currency: str,
+        books: dict[str, MemberBook],
+        now: datetime,
+    ) -> MemberBook:
         if currency not in books:
             books[currency] = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
         return books[currency]
 
     # ---- writing -----------------------------------------------------------------------
-    def _write_ledger(self, uow: UnitOfWork, found: Evaluated, receipt_id: uuid.UUID, *,
-                      hold: bool, hold_ttl: int | None) -> dict[str, Any]:
+    def _write_ledger(
+        self,
+        uow: UnitOfWork,
+        found: Evaluated,
+        receipt_id: uuid.UUID,
+        *,
+        hold: bool,
+        hold_ttl: int | None,
+    ) -> dict[str, Any]:
         ledger: dict[str, Any] = {"accruals": {}}
         member = found.member
         if member is None:
@@ -630,21 +873,39 @@ class PurchaseService:
             book = found.books[program.currency]
             if hold:
                 hold_id = new_id()
-                txn = book.new_txn(TxnKind.HOLD, ev.points_redeemed, source_type="receipt",
-                                   source_id=str(receipt_id))
+                txn = book.new_txn(
+                    TxnKind.HOLD,
+                    ev.points_redeemed,
+                    source_type="receipt",
+                    source_id=str(receipt_id),
+                )
                 book.take(txn, ev.points_redeemed, book.hold_account.id)
-                uow.ledger.insert_hold({
-                    "id": hold_id, "tenant_id": tenant.id, "member_id": member["id"],
-                    "currency": program.currency, "amount": ev.points_redeemed, "captured": 0,
-                    "status": "active", "reference": f"receipt:{receipt_id}",
-                    "expires_at": now + timedelta(seconds=hold_ttl or tenant.hold_ttl_seconds),
-                    "hold_transaction_id": txn.id, "created_at": now, "closed_at": None})
+                uow.ledger.insert_hold(
+                    {
+                        "id": hold_id,
+                        "tenant_id": tenant.id,
+                        "member_id": member["id"],
+                        "currency": program.currency,
+                        "amount": ev.points_redeemed,
+                        "captured": 0,
+                        "status": "active",
+                        "reference": f"receipt:{receipt_id}",
+                        "expires_at": now + timedelta(seconds=hold_ttl or tenant.hold_ttl_seconds),
+                        "hold_transaction_id": txn.id,
+                        "created_at": now,
+                        "closed_at": None,
+                    }
+                )
                 ledger["hold"] = str(hold_id)
                 ledger["hold_transaction"] = str(txn.id)
             else:
-                txn = book.new_txn(TxnKind.REDEMPTION, ev.points_redeemed, source_type="receipt",
-                                   source_id=str(receipt_id),
-                                   params={"program": program.code, "version": program.version})
+                txn = book.new_txn(
+                    TxnKind.REDEMPTION,
+                    ev.points_redeemed,
+                    source_type="receipt",
+                    source_id=str(receipt_id),
+                    params={"program": program.code, "version": program.version},
+                )
                 book.take(txn, ev.points_redeemed, book.system[AccountKind.REDEEMED])
                 ledger["redemption"] = str(txn.id)
         if not hold:
@@ -656,8 +917,9 @@ class PurchaseService:
             uow.ledger.apply(tenant.id, book.plan, now)
         return ledger
 
-    def _accrue_in_books(self, found: Evaluated, receipt_id: uuid.UUID,
-                         now: datetime) -> dict[str, str]:
+    def _accrue_in_books(
+        self, found: Evaluated, receipt_id: uuid.UUID, now: datetime
+    ) -> dict[str, str]:
         made: dict[str, str] = {}
         ev = found.evaluation
         for program in found.programs:
@@ -665,80 +927,175 @@ class PurchaseService:
             if points <= 0:
                 continue
             book = found.books[program.currency]
-            made[program.code] = str(_credit(book, program, points, receipt_id,
-                                             ev.rules_by_program.get(program.code, []), now,
-                                             found.occurred_at).id)
+            made[program.code] = str(
+                _credit(
+                    book,
+                    program,
+                    points,
+                    receipt_id,
+                    ev.rules_by_program.get(program.code, []),
+                    now,
+                    found.occurred_at,
+                ).id
+            )
         return made
 
-    def _accrue(self, uow: UnitOfWork, tenant: Tenant, actor: Actor, member_id: uuid.UUID,
-                receipt_id: uuid.UUID, programs: dict[str, CompiledProgram],
-                earned: dict[str, int], books: dict[str, MemberBook], now: datetime,
-                occurred_at: datetime, rules: dict[str, list[str]]) -> dict[str, str]:
+    def _accrue(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        member_id: uuid.UUID,
+        receipt_id: uuid.UUID,
+        programs: dict[str, CompiledProgram],
+        earned: dict[str, int],
+        books: dict[str, MemberBook],
+        now: datetime,
+        occurred_at: datetime,
+        rules: dict[str, list[str]],
+    ) -> dict[str, str]:
         made: dict[str, str] = {}
         for code, points in sorted(earned.items()):
             if points <= 0 or code not in programs:
                 continue
             program = programs[code]
             book = self._book(uow, tenant, actor, member_id, program.currency, books, now)
-            made[code] = str(_credit(book, program, points, receipt_id, rules.get(code, []), now,
-                                     occurred_at).id)
+            made[code] = str(
+                _credit(book, program, points, receipt_id, rules.get(code, []), now, occurred_at).id
+            )
         return made
 
-    def _issue_coupons(self, uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID,
-                       coupons: list[dict[str, Any]], receipt_id: uuid.UUID,
-                       now: datetime) -> list[dict[str, Any]]:
+    def _issue_coupons(
+        self,
+        uow: UnitOfWork,
+        tenant_id: uuid.UUID,
+        member_id: uuid.UUID,
+        coupons: list[dict[str, Any]],
+        receipt_id: uuid.UUID,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
         issued = []
         for coupon in coupons:
             code = "K" + secrets.token_hex(5).upper()
             row = {
-                "id": new_id(), "tenant_id": tenant_id, "code": code,
-                "member_id": member_id, "benefit": coupon["benefit"],
-                "min_basket": coupon.get("min_basket", 0), "valid_from": now,
-                "valid_until": now + timedelta(days=int(coupon["valid_days"])), "uses_left": 1,
-                "status": "active", "source_type": "receipt", "source_id": str(receipt_id),
+                "id": new_id(),
+                "tenant_id": tenant_id,
+                "code": code,
+                "member_id": member_id,
+                "benefit": coupon["benefit"],
+                "min_basket": coupon.get("min_basket", 0),
+                "valid_from": now,
+                "valid_until": now + timedelta(days=int(coupon["valid_days"])),
+                "uses_left": 1,
+                "status": "active",
+                "source_type": "receipt",
+                "source_id": str(receipt_id),
                 "created_at": now,
             }
             uow.commerce.insert_coupon(row)
-            issued.append({"code": code, "benefit": coupon["benefit"],
-                           "valid_until": row["valid_until"].isoformat(),
-                           "rule_id": coupon["rule_id"], "program": coupon["program"]})
+            issued.append(
+                {
+                    "code": code,
+                    "benefit": coupon["benefit"],
+                    "valid_until": row["valid_until"].isoformat(),
+                    "rule_id": coupon["rule_id"],
+                    "program": coupon["program"],
+                }
+            )
         return issued
 
-    def _insert(self, uow: UnitOfWork, found: Evaluated, receipt_id: uuid.UUID, number: str,
-                status: str, digest: str, result: dict[str, Any], ledger: dict[str, Any],
-                hold_expires: datetime | None, request: ReceiptInput, now: datetime) -> None:
+    def _insert(
+        self,
+        uow: UnitOfWork,
+        found: Evaluated,
+        receipt_id: uuid.UUID,
+        number: str,
+        status: str,
+        digest: str,
+        result: dict[str, Any],
+        ledger: dict[str, Any],
+        hold_expires: datetime | None,
+        request: ReceiptInput,
+        now: datetime,
+    ) -> None:
         ev = found.evaluation
         tenant_id = found.tenant.id
-        uow.commerce.insert_receipt({
-            "id": receipt_id, "tenant_id": tenant_id, "outlet_id": found.outlet["id"],
-            "receipt_number": number, "member_id": found.member["id"] if found.member else None,
-            "status": status, "channel": request.channel, "payment_method": request.payment_method,
-            "occurred_at": found.occurred_at, "request_hash": digest,
-            "programs": {p.code: p.version for p in found.programs},
-            "total_amount": ev.total_amount, "total_discount": ev.total_discount,
-            "points_redeemed": ev.points_redeemed, "points_money": ev.total_points_money,
-            "total_pay": ev.total_pay, "points_earned": result["totals"]["points_earned"],
-            "result": result, "hold_id": uuid.UUID(ledger["hold"]) if ledger.get("hold") else None,
-            "hold_expires_at": hold_expires, "ledger": ledger, "created_at": now,
-            "closed_at": None if status == "held" else now,
-        }, [{
-            "tenant_id": tenant_id, "receipt_id": receipt_id, "line_no": line.index,
-            "sku": line.sku, "category": "/".join(src.category) or None, "qty": line.qty,
-            "price": line.price, "amount": line.amount, "discount": line.discount,
-            "points_spent": line.points_spent, "points_money": line.points_money,
-            "points_earned": line.points_earned, "refunded_qty": Decimal(0),
-        } for line, src in zip(ev.lines, found.source_lines, strict=True)])
+        uow.commerce.insert_receipt(
+            {
+                "id": receipt_id,
+                "tenant_id": tenant_id,
+                "outlet_id": found.outlet["id"],
+                "receipt_number": number,
+                "member_id": found.member["id"] if found.member else None,
+                "status": status,
+                "channel": request.channel,
+                "payment_method": request.payment_method,
+                "occurred_at": found.occurred_at,
+                "request_hash": digest,
+                "programs": {p.code: p.version for p in found.programs},
+                "total_amount": ev.total_amount,
+                "total_discount": ev.total_discount,
+                "points_redeemed": ev.points_redeemed,
+                "points_money": ev.total_points_money,
+                "total_pay": ev.total_pay,
+                "points_earned": result["totals"]["points_earned"],
+                "result": result,
+                "hold_id": uuid.UUID(ledger["hold"]) if ledger.get("hold") else None,
+                "hold_expires_at": hold_expires,
+                "ledger": ledger,
+                "created_at": now,
+                "closed_at": None if status == "held" else now,
+            },
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "receipt_id": receipt_id,
+                    "line_no": line.index,
+                    "sku": line.sku,
+                    "category": "/".join(src.category) or None,
+                    "qty": line.qty,
+                    "price": line.price,
+                    "amount": line.amount,
+                    "discount": line.discount,
+                    "points_spent": line.points_spent,
+                    "points_money": line.points_money,
+                    "points_earned": line.points_earned,
+                    "refunded_qty": Decimal(0),
+                }
+                for line, src in zip(ev.lines, found.source_lines, strict=True)
+            ],
+        )
 
 
-def _credit(book: MemberBook, program: CompiledProgram, points: int, receipt_id: uuid.UUID,
-            rules: list[str], now: datetime, occurred_at: datetime) -> Any:
+def _credit(
+    book: MemberBook,
+    program: CompiledProgram,
+    points: int,
+    receipt_id: uuid.UUID,
+    rules: list[str],
+    now: datetime,
+    occurred_at: datetime,
+) -> Any:
     settings = program.settings
-    txn = book.new_txn(TxnKind.ACCRUAL, points, source_type="receipt", source_id=str(receipt_id),
-                       params={"program": program.code, "version": program.version,
-                               "rules": rules, "reason": program.name.get("ru")})
-    book.credit(txn, points, AccountKind.ISSUED,
-                pending_days=settings.pending_days,
-                expires_at=policy_expiry(settings.expiry, occurred_at, book.tenant.timezone))
+    txn = book.new_txn(
+        TxnKind.ACCRUAL,
+        points,
+        source_type="receipt",
+        source_id=str(receipt_id),
+        params={
+            "program": program.code,
+            "version": program.version,
+            "rules": rules,
+            "reason": program.name.get("ru"),
+        },
+    )
+    book.credit(
+        txn,
+        points,
+        AccountKind.ISSUED,
+        pending_days=settings.pending_days,
+        expires_at=policy_expiry(settings.expiry, occurred_at, book.tenant.timezone),
+    )
     return txn
 
 
@@ -748,12 +1105,15 @@ def _member_facts(member: dict[str, Any], purchases: int, balance: int) -> Membe
     tags = attrs.get("tags") or []
     clubs = attrs.get("clubs") or []
     return MemberFacts(
-        id=str(member["id"]), tier=attrs.get("tier"),
+        id=str(member["id"]),
+        tier=attrs.get("tier"),
         segments=frozenset(segments if isinstance(segments, list) else [segments]),
-        tags=frozenset(tags if isinstance(tags, list) else [tags]), attributes=attrs,
+        tags=frozenset(tags if isinstance(tags, list) else [tags]),
+        attributes=attrs,
         purchases_before=purchases,
         birthday=(member["birth_month"], member["birth_day"]) if member["birth_month"] else None,
-        balance=balance, clubs=frozenset(clubs if isinstance(clubs, list) else [clubs]),
+        balance=balance,
+        clubs=frozenset(clubs if isinstance(clubs, list) else [clubs]),
     )
 
 
@@ -762,17 +1122,28 @@ def _response(found: Evaluated, receipt: dict[str, Any] | None) -> dict[str, Any
     primary = ev.points_program
     lines = []
     for line in ev.lines:
-        lines.append({
-            "line": line.index, "sku": line.sku, "qty": str(line.qty), "price": line.price,
-            "amount": line.amount, "discount": line.discount, "points_spent": line.points_spent,
-            "points_money": line.points_money, "pay": line.pay,
-            "points_earned": sum(line.points_earned.values()),
-            "points_earned_by_program": line.points_earned,
-        })
+        lines.append(
+            {
+                "line": line.index,
+                "sku": line.sku,
+                "qty": str(line.qty),
+                "price": line.price,
+                "amount": line.amount,
+                "discount": line.discount,
+                "points_spent": line.points_spent,
+                "points_money": line.points_money,
+                "pay": line.pay,
+                "points_earned": sum(line.points_earned.values()),
+                "points_earned_by_program": line.points_earned,
+            }
+        )
     totals = {
-        "amount": ev.total_amount, "discount": ev.total_discount,
-        "points_redeemed": ev.points_redeemed, "points_money": ev.total_points_money,
-        "pay": ev.total_pay, "points_earned": sum(ev.earned_by_program.values()),
+        "amount": ev.total_amount,
+        "discount": ev.total_discount,
+        "points_redeemed": ev.points_redeemed,
+        "points_money": ev.total_points_money,
+        "pay": ev.total_pay,
+        "points_earned": sum(ev.earned_by_program.values()),
     }
     balance = None
     if found.member is not None:
@@ -789,24 +1160,50 @@ def _response(found: Evaluated, receipt: dict[str, Any] | None) -> dict[str, Any
         "occurred_at": found.occurred_at.isoformat(),
         "currency": found.tenant.currency,
         "programs": [{"code": p.code, "version": p.version} for p in found.programs],
-        "lines": lines, "totals": totals,
+        "lines": lines,
+        "totals": totals,
         "points_earned_by_program": ev.earned_by_program,
-        "points_program": primary, "point_value": ev.point_value,
-        "max_redeemable": ev.max_redeemable, "balance": balance,
-        "applied": [{"program": a.program, "rule_id": a.rule_id, "rule_name": a.rule_name,
-                     "effect": a.kind, "lines": a.lines, "discount": a.discount,
-                     "points": a.points, "explanation": a.explanation} for a in ev.applied],
-        "not_applied": [{"program": n.program, "rule_id": n.rule_id, "rule_name": n.rule_name,
-                         "missing": {"kind": n.kind, "value": n.missing},
-                         "explanation": n.explanation} for n in ev.not_applied],
-        "gifts": ev.gifts, "coupons_issued": [],
+        "points_program": primary,
+        "point_value": ev.point_value,
+        "max_redeemable": ev.max_redeemable,
+        "balance": balance,
+        "applied": [
+            {
+                "program": a.program,
+                "rule_id": a.rule_id,
+                "rule_name": a.rule_name,
+                "effect": a.kind,
+                "lines": a.lines,
+                "discount": a.discount,
+                "points": a.points,
+                "explanation": a.explanation,
+            }
+            for a in ev.applied
+        ],
+        "not_applied": [
+            {
+                "program": n.program,
+                "rule_id": n.rule_id,
+                "rule_name": n.rule_name,
+                "missing": {"kind": n.kind, "value": n.missing},
+                "explanation": n.explanation,
+            }
+            for n in ev.not_applied
+        ],
+        "gifts": ev.gifts,
+        "coupons_issued": [],
     }
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(row["id"]), "receipt_number": row["receipt_number"], "status": row["status"],
-        "occurred_at": row["occurred_at"].isoformat(), "total_amount": row["total_amount"],
-        "total_discount": row["total_discount"], "points_redeemed": row["points_redeemed"],
-        "total_pay": row["total_pay"], "points_earned": row["points_earned"],
+        "id": str(row["id"]),
+        "receipt_number": row["receipt_number"],
+        "status": row["status"],
+        "occurred_at": row["occurred_at"].isoformat(),
+        "total_amount": row["total_amount"],
+        "total_discount": row["total_discount"],
+        "points_redeemed": row["points_redeemed"],
+        "total_pay": row["total_pay"],
+        "points_earned": row["points_earned"],
     }

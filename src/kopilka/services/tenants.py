@@ -69,9 +69,14 @@ def _validate_tenant_settings(values: dict[str, Any], errors: ErrorCollector) ->
             errors.add(("card_scheme",), "Use ean13 or luhn.", "invalid_card_scheme")
     if "card_prefix" in values:
         prefix = values["card_prefix"]
-        scheme = CardScheme(values.get("card_scheme", "ean13")) if values.get(
-            "card_scheme", "ean13") in ("ean13", "luhn") else CardScheme.EAN13
-        if not (isinstance(prefix, str) and prefix.isdigit() and 1 <= len(prefix) <= LENGTH[scheme] - 6):
+        scheme = (
+            CardScheme(values.get("card_scheme", "ean13"))
+            if values.get("card_scheme", "ean13") in ("ean13", "luhn")
+            else CardScheme.EAN13
+        )
+        if not (
+            isinstance(prefix, str) and prefix.isdigit() and 1 <= len(prefix) <= LENGTH[scheme] - 6
+        ):
             errors.add(("card_prefix",), "Use 1 to 6 digits.", "invalid_card_prefix")
     if "expiry_policy" in values:
         try:
@@ -107,18 +112,33 @@ class TenantService:
         if not name.strip() or len(name) > 200:
             errors.add(("name",), "A name of 1 to 200 characters is required.")
         _validate_tenant_settings(
-            {"currency": currency, "timezone": timezone, "card_scheme": card_scheme,
-             "card_prefix": card_prefix, "expiry_policy": expiry_policy}, errors
+            {
+                "currency": currency,
+                "timezone": timezone,
+                "card_scheme": card_scheme,
+                "card_prefix": card_prefix,
+                "expiry_policy": expiry_policy,
+            },
+            errors,
         )
         errors.raise_if_any()
         now = self.clock.now()
         row: dict[str, Any] = {
-            "id": new_id(), "name": name.strip(), "currency": currency, "timezone": timezone,
-            "locale": locale, "phone_region": phone_region, "points_currency": points_currency,
-            "card_scheme": card_scheme, "card_prefix": card_prefix,
-            "qr_secret": secrets.token_hex(32), "qr_window_seconds": qr_window_seconds,
-            "hold_ttl_seconds": hold_ttl_seconds, "pending_days": pending_days,
-            "expiry_policy": expiry_policy or {"kind": "never"}, "allow_debt": allow_debt,
+            "id": new_id(),
+            "name": name.strip(),
+            "currency": currency,
+            "timezone": timezone,
+            "locale": locale,
+            "phone_region": phone_region,
+            "points_currency": points_currency,
+            "card_scheme": card_scheme,
+            "card_prefix": card_prefix,
+            "qr_secret": secrets.token_hex(32),
+            "qr_window_seconds": qr_window_seconds,
+            "hold_ttl_seconds": hold_ttl_seconds,
+            "pending_days": pending_days,
+            "expiry_policy": expiry_policy or {"kind": "never"},
+            "allow_debt": allow_debt,
             "created_at": now,
         }
         with self.uow_factory(write=True) as uow:
@@ -149,17 +169,29 @@ class TenantService:
         errors.raise_if_any()
         with self.uow_factory(write=True) as uow:
             current = uow.directory.tenant(actor.tenant_id)
-            if (current is not None and "card_scheme" in values
-                    and values["card_scheme"] != current["card_scheme"]
-                    and uow.directory.has_cards(actor.tenant_id)):
+            if (
+                current is not None
+                and "card_scheme" in values
+                and values["card_scheme"] != current["card_scheme"]
+                and uow.directory.has_cards(actor.tenant_id)
+            ):
                 # Existing numbers carry the old check digit: they would all stop scanning.
-                raise Conflict("The card number scheme cannot change once cards exist.",
-                               code="card_scheme_locked")
+                raise Conflict(
+                    "The card number scheme cannot change once cards exist.",
+                    code="card_scheme_locked",
+                )
             if values:
                 uow.directory.update_tenant(actor.tenant_id, values)
                 uow.cache.drop(("tenant", actor.tenant_id))
-                uow.directory.audit(actor.tenant_id, actor.name, "tenant.update", "tenant",
-                                    actor.tenant_id, _jsonable(values), self.clock.now())
+                uow.directory.audit(
+                    actor.tenant_id,
+                    actor.name,
+                    "tenant.update",
+                    "tenant",
+                    actor.tenant_id,
+                    _jsonable(values),
+                    self.clock.now(),
+                )
             row = uow.directory.tenant(actor.tenant_id)
             uow.commit()
         assert row is not None
@@ -189,13 +221,25 @@ class TenantService:
             if uow.directory.outlet_by_code(actor.tenant_id, code) is not None:
                 raise Conflict(f"Outlet {code!r} exists.", code="outlet_exists")
             row: dict[str, Any] = {
-                "id": new_id(), "tenant_id": actor.tenant_id, "code": code,
-                "name": name or code, "timezone": timezone or tenant["timezone"],
-                "region": region, "tags": sorted(set(tags or [])), "created_at": self.clock.now(),
+                "id": new_id(),
+                "tenant_id": actor.tenant_id,
+                "code": code,
+                "name": name or code,
+                "timezone": timezone or tenant["timezone"],
+                "region": region,
+                "tags": sorted(set(tags or [])),
+                "created_at": self.clock.now(),
             }
             uow.directory.insert_outlet(row)
-            uow.directory.audit(actor.tenant_id, actor.name, "outlet.create", "outlet", row["id"],
-                                {"code": code}, row["created_at"])
+            uow.directory.audit(
+                actor.tenant_id,
+                actor.name,
+                "outlet.create",
+                "outlet",
+                row["id"],
+                {"code": code},
+                row["created_at"],
+            )
             uow.commit()
         return row
 
@@ -230,18 +274,31 @@ class TenantService:
                     raise NotFound(f"No outlet {outlet_code!r}.", code="outlet_not_found")
                 outlet_id = outlet["id"]
             row: dict[str, Any] = {
-                "id": new_id(), "tenant_id": actor.tenant_id, "key_id": key_id,
-                "secret_hash": hash_secret(secret), "role": role.value, "outlet_id": outlet_id,
-                "name": name or f"{role.value} key", "created_at": self.clock.now(),
-                "revoked_at": None, "last_used_at": None,
+                "id": new_id(),
+                "tenant_id": actor.tenant_id,
+                "key_id": key_id,
+                "secret_hash": hash_secret(secret),
+                "role": role.value,
+                "outlet_id": outlet_id,
+                "name": name or f"{role.value} key",
+                "created_at": self.clock.now(),
+                "revoked_at": None,
+                "last_used_at": None,
             }
             uow.directory.insert_api_key(row)
-            uow.directory.audit(actor.tenant_id, actor.name, "apikey.create", "api_key",
-                                row["id"], {"role": role.value, "outlet": outlet_code},
-                                row["created_at"])
+            uow.directory.audit(
+                actor.tenant_id,
+                actor.name,
+                "apikey.create",
+                "api_key",
+                row["id"],
+                {"role": role.value, "outlet": outlet_code},
+                row["created_at"],
+            )
             uow.commit()
-        return IssuedKey(row["id"], f"{KEY_PREFIX}_{key_id}_{secret}", role, outlet_code,
-                         row["name"])
+        return IssuedKey(
+            row["id"], f"{KEY_PREFIX}_{key_id}_{secret}", role, outlet_code, row["name"]
+        )
 
     def list_api_keys(self, actor: Actor) -> list[dict[str, Any]]:
         with self.uow_factory(write=False) as uow:
@@ -254,8 +311,9 @@ class TenantService:
             now = self.clock.now()
             uow.directory.revoke_api_key(actor.tenant_id, api_key_id, now)
             uow.cache.clear()  # revocation takes effect at once in this process
-            uow.directory.audit(actor.tenant_id, actor.name, "apikey.revoke", "api_key",
-                                api_key_id, {}, now)
+            uow.directory.audit(
+                actor.tenant_id, actor.name, "apikey.revoke", "api_key", api_key_id, {}, now
+            )
             row = uow.directory.api_key(actor.tenant_id, api_key_id)
             uow.commit()
         assert row is not None
@@ -286,7 +344,9 @@ class TenantService:
                 uow.commit()
                 uow.cache.put(("api_key", key_id), {**row, "last_used_at": now})
         return Actor(
-            tenant_id=row["tenant_id"], name=f"apikey:{key_id}", role=Role(row["role"]),
+            tenant_id=row["tenant_id"],
+            name=f"apikey:{key_id}",
+            role=Role(row["role"]),
             outlet_id=row["outlet_id"],
         )
 

@@ -34,7 +34,8 @@ CHECKS: dict[str, str] = {
                            WHERE l.member_id = a.member_id AND l.currency = a.currency
                              AND l.status = 'active'), 0) AS value
         FROM accounts a
-        WHERE a.kind = 'wallet' AND a.owner <> 'tenant' AND (:tenant IS NULL OR a.tenant_id = :tenant)
+        WHERE a.kind = 'wallet' AND a.owner <> 'tenant'
+          AND (:tenant IS NULL OR a.tenant_id = :tenant)
           AND (CASE WHEN a.balance > 0 THEN a.balance ELSE 0 END)
               <> COALESCE((SELECT SUM(l.remaining) FROM lots l
                            WHERE l.member_id = a.member_id AND l.currency = a.currency
@@ -83,7 +84,9 @@ class VerifyReport:
         return not any(self.checks.values())
 
 
-def verify_ledger(uow_factory: UnitOfWorkFactory, tenant_id: uuid.UUID | None = None) -> VerifyReport:
+def verify_ledger(
+    uow_factory: UnitOfWorkFactory, tenant_id: uuid.UUID | None = None
+) -> VerifyReport:
     """Run every check; each lists up to 100 offending rows."""
     report = VerifyReport()
     with uow_factory(write=False) as uow:

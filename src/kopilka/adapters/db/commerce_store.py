@@ -37,10 +37,21 @@ class SqlCommerceStore:
         """Insert or update by (tenant, sku), in one statement per batch."""
         if not rows:
             return
-        insert: Any = (postgresql.insert(products) if self.dialect == "postgresql"
-                       else sqlite.insert(products))
-        updatable = ("name", "category", "brand", "tags", "attributes", "price", "min_price",
-                     "no_discount", "no_points", "updated_at")
+        insert: Any = (
+            postgresql.insert(products) if self.dialect == "postgresql" else sqlite.insert(products)
+        )
+        updatable = (
+            "name",
+            "category",
+            "brand",
+            "tags",
+            "attributes",
+            "price",
+            "min_price",
+            "no_discount",
+            "no_points",
+            "updated_at",
+        )
         stmt = insert.on_conflict_do_update(
             index_elements=["tenant_id", "sku"],
             set_={c: getattr(insert.excluded, c) for c in updatable},
@@ -51,8 +62,9 @@ class SqlCommerceStore:
         if not skus:
             return {}
         rows = self.conn.execute(
-            sa.select(products).where(products.c.tenant_id == tenant_id,
-                                      products.c.sku.in_(sorted(set(skus))))
+            sa.select(products).where(
+                products.c.tenant_id == tenant_id, products.c.sku.in_(sorted(set(skus)))
+            )
         )
         return {r.sku: dict(r._mapping) for r in rows}
 
@@ -68,22 +80,36 @@ class SqlCommerceStore:
         self.conn.execute(sa.insert(programs), row)
 
     def latest_program(self, tenant_id: uuid.UUID, code: str) -> Row | None:
-        return _one(self.conn.execute(
-            sa.select(programs)
-            .where(programs.c.tenant_id == tenant_id, programs.c.code == code)
-            .order_by(programs.c.version.desc()).limit(1)
-        ))
+        return _one(
+            self.conn.execute(
+                sa.select(programs)
+                .where(programs.c.tenant_id == tenant_id, programs.c.code == code)
+                .order_by(programs.c.version.desc())
+                .limit(1)
+            )
+        )
 
     def program_version(self, tenant_id: uuid.UUID, code: str, version: int) -> Row | None:
-        return _one(self.conn.execute(
-            sa.select(programs).where(programs.c.tenant_id == tenant_id,
-                                      programs.c.code == code, programs.c.version == version)
-        ))
+        return _one(
+            self.conn.execute(
+                sa.select(programs).where(
+                    programs.c.tenant_id == tenant_id,
+                    programs.c.code == code,
+                    programs.c.version == version,
+                )
+            )
+        )
 
     def program_versions(self, tenant_id: uuid.UUID, code: str | None = None) -> list[Row]:
-        stmt = sa.select(programs.c.code, programs.c.version, programs.c.starts_at,
-                         programs.c.ends_at, programs.c.published_at, programs.c.digest,
-                         programs.c.actor).where(programs.c.tenant_id == tenant_id)
+        stmt = sa.select(
+            programs.c.code,
+            programs.c.version,
+            programs.c.starts_at,
+            programs.c.ends_at,
+            programs.c.published_at,
+            programs.c.digest,
+            programs.c.actor,
+        ).where(programs.c.tenant_id == tenant_id)
         if code is not None:
             stmt = stmt.where(programs.c.code == code)
         rows = self.conn.execute(stmt.order_by(programs.c.code, programs.c.version))
@@ -92,22 +118,31 @@ class SqlCommerceStore:
     def lock_program_code(self, tenant_id: uuid.UUID, code: str) -> None:
         """Serialise publications of one program code (PostgreSQL advisory lock)."""
         if self.dialect == "postgresql":
-            self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                              {"k": f"program:{tenant_id}:{code}"})
+            self.conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                {"k": f"program:{tenant_id}:{code}"},
+            )
 
     # ---- receipts ----------------------------------------------------------------------
     def receipt_by_number(
         self, tenant_id: uuid.UUID, outlet_id: uuid.UUID, number: str
     ) -> Row | None:
-        return _one(self.conn.execute(
-            sa.select(receipts).where(receipts.c.tenant_id == tenant_id,
-                                      receipts.c.outlet_id == outlet_id,
-                                      receipts.c.receipt_number == number)
-        ))
+        return _one(
+            self.conn.execute(
+                sa.select(receipts).where(
+                    receipts.c.tenant_id == tenant_id,
+                    receipts.c.outlet_id == outlet_id,
+                    receipts.c.receipt_number == number,
+                )
+            )
+        )
 
-    def receipt(self, tenant_id: uuid.UUID, receipt_id: uuid.UUID, lock: bool = False) -> Row | None:
-        stmt = sa.select(receipts).where(receipts.c.tenant_id == tenant_id,
-                                         receipts.c.id == receipt_id)
+    def receipt(
+        self, tenant_id: uuid.UUID, receipt_id: uuid.UUID, lock: bool = False
+    ) -> Row | None:
+        stmt = sa.select(receipts).where(
+            receipts.c.tenant_id == tenant_id, receipts.c.id == receipt_id
+        )
         if lock and self.dialect == "postgresql":
             stmt = stmt.with_for_update()
         return _one(self.conn.execute(stmt))
@@ -118,69 +153,94 @@ class SqlCommerceStore:
             self.conn.execute(sa.insert(receipt_lines), lines)
 
     def update_receipt(self, tenant_id: uuid.UUID, receipt_id: uuid.UUID, values: Row) -> None:
-        self.conn.execute(sa.update(receipts).where(receipts.c.tenant_id == tenant_id,
-                                                    receipts.c.id == receipt_id).values(**values))
+        self.conn.execute(
+            sa.update(receipts)
+            .where(receipts.c.tenant_id == tenant_id, receipts.c.id == receipt_id)
+            .values(**values)
+        )
 
     def receipt_lines(self, tenant_id: uuid.UUID, receipt_id: uuid.UUID) -> list[Row]:
         rows = self.conn.execute(
-            sa.select(receipt_lines).where(receipt_lines.c.tenant_id == tenant_id,
-                                           receipt_lines.c.receipt_id == receipt_id)
+            sa.select(receipt_lines)
+            .where(receipt_lines.c.tenant_id == tenant_id, receipt_lines.c.receipt_id == receipt_id)
             .order_by(receipt_lines.c.line_no)
         )
         return [dict(r._mapping) for r in rows]
 
-    def set_refunded_qty(self, tenant_id: uuid.UUID, receipt_id: uuid.UUID,
-                         qty_by_line: dict[int, Any]) -> None:
+    def set_refunded_qty(
+        self, tenant_id: uuid.UUID, receipt_id: uuid.UUID, qty_by_line: dict[int, Any]
+    ) -> None:
         if not qty_by_line:
             return
         self.conn.execute(
             sa.update(receipt_lines)
-            .where(receipt_lines.c.tenant_id == tenant_id,
-                   receipt_lines.c.receipt_id == receipt_id,
-                   receipt_lines.c.line_no == sa.bindparam("_line"))
+            .where(
+                receipt_lines.c.tenant_id == tenant_id,
+                receipt_lines.c.receipt_id == receipt_id,
+                receipt_lines.c.line_no == sa.bindparam("_line"),
+            )
             .values(refunded_qty=sa.bindparam("_qty")),
             [{"_line": line, "_qty": qty} for line, qty in sorted(qty_by_line.items())],
         )
 
-    def member_receipts(self, tenant_id: uuid.UUID, member_ids: Sequence[uuid.UUID],
-                        before: uuid.UUID | None, limit: int) -> list[Row]:
-        stmt = sa.select(receipts).where(receipts.c.tenant_id == tenant_id,
-                                         receipts.c.member_id.in_(list(member_ids)))
+    def member_receipts(
+        self,
+        tenant_id: uuid.UUID,
+        member_ids: Sequence[uuid.UUID],
+        before: uuid.UUID | None,
+        limit: int,
+    ) -> list[Row]:
+        stmt = sa.select(receipts).where(
+            receipts.c.tenant_id == tenant_id, receipts.c.member_id.in_(list(member_ids))
+        )
         if before is not None:
             stmt = stmt.where(receipts.c.id < before)
         rows = self.conn.execute(stmt.order_by(receipts.c.id.desc()).limit(limit))
         return [dict(r._mapping) for r in rows]
 
     def count_member_purchases(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> int:
-        return int(self.conn.execute(
-            sa.select(sa.func.count()).select_from(receipts).where(
-                receipts.c.tenant_id == tenant_id, receipts.c.member_id == member_id,
-                receipts.c.status == "confirmed")
-        ).scalar_one())
+        return int(
+            self.conn.execute(
+                sa.select(sa.func.count())
+                .select_from(receipts)
+                .where(
+                    receipts.c.tenant_id == tenant_id,
+                    receipts.c.member_id == member_id,
+                    receipts.c.status == "confirmed",
+                )
+            ).scalar_one()
+        )
 
-    def stale_held_receipts(self, now: datetime, limit: int,
-                            tenant_id: uuid.UUID | None = None) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    def stale_held_receipts(
+        self, now: datetime, limit: int, tenant_id: uuid.UUID | None = None
+    ) -> list[tuple[uuid.UUID, uuid.UUID]]:
         stmt = sa.select(receipts.c.tenant_id, receipts.c.id).where(
-            receipts.c.status == "held", receipts.c.hold_expires_at <= now)
+            receipts.c.status == "held", receipts.c.hold_expires_at <= now
+        )
         if tenant_id is not None:
             stmt = stmt.where(receipts.c.tenant_id == tenant_id)
         return [(r.tenant_id, r.id) for r in self.conn.execute(stmt.limit(limit))]
 
     # ---- refunds -----------------------------------------------------------------------
     def refund_by_key(self, tenant_id: uuid.UUID, receipt_id: uuid.UUID, key: str) -> Row | None:
-        return _one(self.conn.execute(
-            sa.select(refunds).where(refunds.c.tenant_id == tenant_id,
-                                     refunds.c.receipt_id == receipt_id,
-                                     refunds.c.refund_key == key)
-        ))
+        return _one(
+            self.conn.execute(
+                sa.select(refunds).where(
+                    refunds.c.tenant_id == tenant_id,
+                    refunds.c.receipt_id == receipt_id,
+                    refunds.c.refund_key == key,
+                )
+            )
+        )
 
     def insert_refund(self, row: Row) -> None:
         self.conn.execute(sa.insert(refunds), row)
 
     def refunds_of(self, tenant_id: uuid.UUID, receipt_id: uuid.UUID) -> list[Row]:
         rows = self.conn.execute(
-            sa.select(refunds).where(refunds.c.tenant_id == tenant_id,
-                                     refunds.c.receipt_id == receipt_id).order_by(refunds.c.id)
+            sa.select(refunds)
+            .where(refunds.c.tenant_id == tenant_id, refunds.c.receipt_id == receipt_id)
+            .order_by(refunds.c.id)
         )
         return [dict(r._mapping) for r in rows]
 
@@ -190,7 +250,8 @@ class SqlCommerceStore:
 
     def coupons_of(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> list[Row]:
         rows = self.conn.execute(
-            sa.select(coupons).where(coupons.c.tenant_id == tenant_id,
-                                     coupons.c.member_id == member_id).order_by(coupons.c.id)
+            sa.select(coupons)
+            .where(coupons.c.tenant_id == tenant_id, coupons.c.member_id == member_id)
+            .order_by(coupons.c.id)
         )
         return [dict(r._mapping) for r in rows]

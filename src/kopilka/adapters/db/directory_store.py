@@ -40,7 +40,9 @@ class SqlDirectoryStore:
         self.conn.execute(sa.insert(tenants), row)
 
     def tenant(self, tenant_id: uuid.UUID) -> Row | None:
-        return _as_dict(self.conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id)).first())
+        return _as_dict(
+            self.conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id)).first()
+        )
 
     def tenant_by_name(self, name: str) -> Row | None:
         return _as_dict(self.conn.execute(sa.select(tenants).where(tenants.c.name == name)).first())
@@ -49,7 +51,9 @@ class SqlDirectoryStore:
         self.conn.execute(sa.update(tenants).where(tenants.c.id == tenant_id).values(**values))
 
     def list_tenants(self) -> list[Row]:
-        return [dict(r._mapping) for r in self.conn.execute(sa.select(tenants).order_by(tenants.c.name))]
+        return [
+            dict(r._mapping) for r in self.conn.execute(sa.select(tenants).order_by(tenants.c.name))
+        ]
 
     # ---- outlets -----------------------------------------------------------------------
     def insert_outlet(self, row: Row) -> None:
@@ -58,7 +62,9 @@ class SqlDirectoryStore:
     def outlet(self, tenant_id: uuid.UUID, outlet_id: uuid.UUID) -> Row | None:
         return _as_dict(
             self.conn.execute(
-                sa.select(outlets).where(outlets.c.tenant_id == tenant_id, outlets.c.id == outlet_id)
+                sa.select(outlets).where(
+                    outlets.c.tenant_id == tenant_id, outlets.c.id == outlet_id
+                )
             ).first()
         )
 
@@ -80,7 +86,9 @@ class SqlDirectoryStore:
         self.conn.execute(sa.insert(api_keys), row)
 
     def api_key_by_key_id(self, key_id: str) -> Row | None:
-        return _as_dict(self.conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first())
+        return _as_dict(
+            self.conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
+        )
 
     def api_key(self, tenant_id: uuid.UUID, api_key_id: uuid.UUID) -> Row | None:
         return _as_dict(
@@ -223,9 +231,12 @@ class SqlDirectoryStore:
         return set(rows)
 
     def has_cards(self, tenant_id: uuid.UUID) -> bool:
-        return self.conn.execute(
-            sa.select(cards.c.id).where(cards.c.tenant_id == tenant_id).limit(1)
-        ).first() is not None
+        return (
+            self.conn.execute(
+                sa.select(cards.c.id).where(cards.c.tenant_id == tenant_id).limit(1)
+            ).first()
+            is not None
+        )
 
     def cards_of(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> list[Row]:
         rows = self.conn.execute(
@@ -237,10 +248,14 @@ class SqlDirectoryStore:
 
     def update_card(self, tenant_id: uuid.UUID, card_id: uuid.UUID, values: Row) -> None:
         self.conn.execute(
-            sa.update(cards).where(cards.c.tenant_id == tenant_id, cards.c.id == card_id).values(**values)
+            sa.update(cards)
+            .where(cards.c.tenant_id == tenant_id, cards.c.id == card_id)
+            .values(**values)
         )
 
-    def move_cards(self, tenant_id: uuid.UUID, from_member: uuid.UUID, to_member: uuid.UUID) -> None:
+    def move_cards(
+        self, tenant_id: uuid.UUID, from_member: uuid.UUID, to_member: uuid.UUID
+    ) -> None:
         self.conn.execute(
             sa.update(cards)
             .where(cards.c.tenant_id == tenant_id, cards.c.member_id == from_member)

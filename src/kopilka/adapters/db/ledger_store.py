@@ -389,13 +389,15 @@ class SqlLedgerStore:
     ) -> list[HoldRow]:
         """Holds still marked active whose time is up: their points are the member's again."""
         rows = self.conn.execute(
-            sa.select(holds).where(
+            sa.select(holds)
+            .where(
                 holds.c.tenant_id == tenant_id,
                 holds.c.member_id == member_id,
                 holds.c.currency == currency,
                 holds.c.status == "active",
                 holds.c.expires_at <= now,
-            ).order_by(holds.c.id)
+            )
+            .order_by(holds.c.id)
         )
         return [HoldRow(**{c: getattr(r, c) for c in HoldRow.__dataclass_fields__}) for r in rows]
 

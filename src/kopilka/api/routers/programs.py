@@ -41,8 +41,9 @@ class ProductIn(BaseModel):
     name: Annotated[str, StringConstraints(max_length=300)] | None = None
     category: Annotated[str, StringConstraints(max_length=300)] | None = None
     brand: Annotated[str, StringConstraints(max_length=200)] | None = None
-    tags: list[Annotated[str, StringConstraints(max_length=64)]] = Field(default_factory=list,
-                                                                          max_length=50)
+    tags: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=50
+    )
     attributes: dict[str, Any] = Field(default_factory=dict, max_length=100)
     price: Annotated[int, Field(ge=0, le=10**11, strict=True)] | None = None
     min_price: Annotated[int, Field(ge=0, le=10**11, strict=True)] | None = None
@@ -90,39 +91,65 @@ async def _document_body(request: Request) -> Any:
         return json.loads(raw)
     except (ValueError, yaml.YAMLError, UnicodeDecodeError) as exc:
         # 400 like any other unparsable body (422 is for parsed but invalid fields).
-        raise MalformedBody("The body is not valid YAML." if is_yaml else
-                            "The request body is not valid JSON.",
-                            code="malformed_document" if is_yaml else "malformed_json") from exc
+        raise MalformedBody(
+            "The body is not valid YAML." if is_yaml else "The request body is not valid JSON.",
+            code="malformed_document" if is_yaml else "malformed_json",
+        ) from exc
 
 
 def _publish_body(data: Any) -> ProgramPublish:
     try:
         return ProgramPublish.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed("The request has invalid fields.", errors=[
-            FieldError(tuple(e["loc"]), e["msg"], "unknown_field" if e["type"] ==
-                       "extra_forbidden" else e["type"]) for e in exc.errors()]) from exc
+        raise ValidationFailed(
+            "The request has invalid fields.",
+            errors=[
+                FieldError(
+                    tuple(e["loc"]),
+                    e["msg"],
+                    "unknown_field" if e["type"] == "extra_forbidden" else e["type"],
+                )
+                for e in exc.errors()
+            ],
+        ) from exc
 
 
-_PUBLISH_SCHEMA = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": ProgramPublish.model_json_schema()},
-    "application/yaml": {"schema": ProgramPublish.model_json_schema()}}}}
+_PUBLISH_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": ProgramPublish.model_json_schema()},
+            "application/yaml": {"schema": ProgramPublish.model_json_schema()},
+        },
+    }
+}
 
 
-@router.put("/v1/programs/{code}", response_model=ProgramVersionView, operation_id="publishProgram",
-            openapi_extra=_PUBLISH_SCHEMA)
-async def publish_program(code: str, request: Request, actor: Actor = Depends(ADMIN),
-                          c: Container = Depends(container)) -> ProgramVersionView:
+@router.put(
+    "/v1/programs/{code}",
+    response_model=ProgramVersionView,
+    operation_id="publishProgram",
+    openapi_extra=_PUBLISH_SCHEMA,
+)
+async def publish_program(
+    code: str, request: Request, actor: Actor = Depends(ADMIN), c: Container = Depends(container)
+) -> ProgramVersionView:
     """Publish a new immutable version of a program (JSON or YAML body)."""
     body = _publish_body(await _document_body(request))
-    return c.programs.publish(actor, code, body.document, starts_at=body.starts_at,
-                              ends_at=body.ends_at)
+    return c.programs.publish(
+        actor, code, body.document, starts_at=body.starts_at, ends_at=body.ends_at
+    )
 
 
-@router.post("/v1/programs/{code}/validate", response_model=ValidationReport,
-             operation_id="validateProgram", openapi_extra=_PUBLISH_SCHEMA)
-async def validate_program(code: str, request: Request, actor: Actor = Depends(ADMIN),
-                           c: Container = Depends(container)) -> ValidationReport:
+@router.post(
+    "/v1/programs/{code}/validate",
+    response_model=ValidationReport,
+    operation_id="validateProgram",
+    openapi_extra=_PUBLISH_SCHEMA,
+)
+async def validate_program(
+    code: str, request: Request, actor: Actor = Depends(ADMIN), c: Container = Depends(container)
+) -> ValidationReport:
     """Check a document without publishing: every error with its path."""
     data = await _document_body(request)
     document = data.get("document", data) if isinstance(data, dict) else data
@@ -131,36 +158,59 @@ async def validate_program(code: str, request: Request, actor: Actor = Depends(A
 
 
 @router.get("/v1/programs", response_model=list[ProgramVersionView], operation_id="listPrograms")
-def list_programs(actor: Actor = Depends(ANY_ROLE),
-                  c: Container = Depends(container)) -> list[ProgramVersionView]:
+def list_programs(
+    actor: Actor = Depends(ANY_ROLE), c: Container = Depends(container)
+) -> list[ProgramVersionView]:
     """Every version of every program, with its schedule."""
     return c.programs.versions(actor)
 
 
 @router.get("/v1/programs/{code}", response_model=ProgramVersionView, operation_id="getProgram")
-def get_program(code: str, version: int | None = Query(default=None, ge=1, le=1_000_000),
-                actor: Actor = Depends(ANY_ROLE),
-                c: Container = Depends(container)) -> ProgramVersionView:
+def get_program(
+    code: str,
+    version: int | None = Query(default=None, ge=1, le=1_000_000),
+    actor: Actor = Depends(ANY_ROLE),
+    c: Container = Depends(container),
+) -> ProgramVersionView:
     return c.programs.get(actor, code, version)
 
 
 @router.put("/v1/products", response_model=UpsertResult, operation_id="upsertProducts")
-def upsert_products(body: ProductsUpsert = Body(...), actor: Actor = Depends(ADMIN),
-                    c: Container = Depends(container)) -> UpsertResult:
+def upsert_products(
+    body: ProductsUpsert = Body(...),
+    actor: Actor = Depends(ADMIN),
+    c: Container = Depends(container),
+) -> UpsertResult:
     """Insert or update products by SKU (up to 10,000 per call)."""
-    items = [ProductInput(sku=p.sku, name=p.name, category=p.category, brand=p.brand,
-                          tags=tuple(p.tags), attributes=p.attributes, price=p.price,
-                          min_price=p.min_price, no_discount=p.no_discount,
-                          no_points=p.no_points) for p in body.products]
+    items = [
+        ProductInput(
+            sku=p.sku,
+            name=p.name,
+            category=p.category,
+            brand=p.brand,
+            tags=tuple(p.tags),
+            attributes=p.attributes,
+            price=p.price,
+            min_price=p.min_price,
+            no_discount=p.no_discount,
+            no_points=p.no_points,
+        )
+        for p in body.products
+    ]
     return UpsertResult(upserted=c.catalog.upsert(actor, items))
 
 
 @router.get("/v1/products", response_model=ProductPage, operation_id="listProducts")
-def list_products(cursor: str | None = Query(default=None, max_length=64),
-                  limit: Limit = DEFAULT_LIMIT, actor: Actor = Depends(ANY_ROLE),
-                  c: Container = Depends(container)) -> ProductPage:
+def list_products(
+    cursor: str | None = Query(default=None, max_length=64),
+    limit: Limit = DEFAULT_LIMIT,
+    actor: Actor = Depends(ANY_ROLE),
+    c: Container = Depends(container),
+) -> ProductPage:
     rows = c.catalog.list_products(actor, cursor, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return ProductPage(items=[ProductOut.model_validate(r) for r in rows],
-                       next_cursor=rows[-1]["sku"] if more and rows else None)
+    return ProductPage(
+        items=[ProductOut.model_validate(r) for r in rows],
+        next_cursor=rows[-1]["sku"] if more and rows else None,
+    )

@@ -37,7 +37,8 @@ class LineIn(_Strict):
     sku: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     qty: Qty
     price: Annotated[int, Field(ge=0, le=10**11, strict=True)] = Field(
-        description="Price per unit in minor units (kopecks)")
+        description="Price per unit in minor units (kopecks)"
+    )
     name: Annotated[str, StringConstraints(max_length=300)] | None = None
     category: Annotated[str, StringConstraints(max_length=300)] | None = None
     brand: Annotated[str, StringConstraints(max_length=200)] | None = None
@@ -47,28 +48,46 @@ class LineIn(_Strict):
 class CalculateIn(_Strict):
     member: MemberRefIn | None = None
     lines: list[LineIn] = Field(min_length=1, max_length=1000)
-    redeem_points: (Annotated[int, Field(ge=0, le=10**12, strict=True)] | Literal["max"]
-                    | None) = None
+    redeem_points: Annotated[int, Field(ge=0, le=10**12, strict=True)] | Literal["max"] | None = (
+        None
+    )
     coupons: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
-        default_factory=list, max_length=20)
+        default_factory=list, max_length=20
+    )
     payment_method: Annotated[str, StringConstraints(max_length=32)] | None = None
     channel: Literal["store", "online", "app"] = "store"
     occurred_at: Moment | None = None
     outlet: Annotated[str, StringConstraints(max_length=64)] | None = Field(
-        default=None, description="Outlet code; implied by a till key")
+        default=None, description="Outlet code; implied by a till key"
+    )
 
     def to_input(self) -> ReceiptInput:
         member = None
         if self.member is not None:
-            member = MemberRef(card=self.member.card, phone=self.member.phone, id=self.member.id,
-                               qr=self.member.qr)
+            member = MemberRef(
+                card=self.member.card, phone=self.member.phone, id=self.member.id, qr=self.member.qr
+            )
         return ReceiptInput(
-            lines=tuple(LineInput(sku=li.sku, qty=li.qty, price=li.price, name=li.name,
-                                  category=li.category, brand=li.brand, flags=tuple(li.flags))
-                        for li in self.lines),
-            member=member, redeem_points=self.redeem_points or None, coupons=tuple(self.coupons),
-            payment_method=self.payment_method, channel=self.channel,
-            occurred_at=self.occurred_at, outlet=self.outlet)
+            lines=tuple(
+                LineInput(
+                    sku=li.sku,
+                    qty=li.qty,
+                    price=li.price,
+                    name=li.name,
+                    category=li.category,
+                    brand=li.brand,
+                    flags=tuple(li.flags),
+                )
+                for li in self.lines
+            ),
+            member=member,
+            redeem_points=self.redeem_points or None,
+            coupons=tuple(self.coupons),
+            payment_method=self.payment_method,
+            channel=self.channel,
+            occurred_at=self.occurred_at,
+            outlet=self.outlet,
+        )
 
 
 class PurchaseIn(CalculateIn):
@@ -93,67 +112,95 @@ class PurchasePage(BaseModel):
 
 
 @router.post("/v1/purchases/calculate", operation_id="calculatePurchase")
-def calculate(body: CalculateIn, actor: Actor = Depends(TILL),
-              c: Container = Depends(container)) -> dict[str, Any]:
+def calculate(
+    body: CalculateIn, actor: Actor = Depends(TILL), c: Container = Depends(container)
+) -> dict[str, Any]:
     """Discounts per line, points to earn, and how much may be paid with points. No writes."""
     return c.purchases.calculate(actor, body.to_input())
 
 
-@router.post("/v1/purchases", status_code=status.HTTP_201_CREATED,
-             operation_id="confirmPurchase")
-def confirm(body: PurchaseIn, actor: Actor = Depends(TILL),
-            c: Container = Depends(container)) -> dict[str, Any]:
+@router.post("/v1/purchases", status_code=status.HTTP_201_CREATED, operation_id="confirmPurchase")
+def confirm(
+    body: PurchaseIn, actor: Actor = Depends(TILL), c: Container = Depends(container)
+) -> dict[str, Any]:
     """Register the receipt and its points in one transaction; idempotent on outlet +
     receipt_number. With ``hold``, points to spend are only reserved."""
-    return c.purchases.confirm(actor, body.to_input(), body.receipt_number, hold=body.hold,
-                               hold_ttl_seconds=body.hold_ttl_seconds)
+    return c.purchases.confirm(
+        actor,
+        body.to_input(),
+        body.receipt_number,
+        hold=body.hold,
+        hold_ttl_seconds=body.hold_ttl_seconds,
+    )
 
 
 @router.post("/v1/purchases/{receipt_id}/confirm", operation_id="confirmHeldPurchase")
-def confirm_held(receipt_id: uuid.UUID, actor: Actor = Depends(TILL),
-                 c: Container = Depends(container)) -> dict[str, Any]:
+def confirm_held(
+    receipt_id: uuid.UUID, actor: Actor = Depends(TILL), c: Container = Depends(container)
+) -> dict[str, Any]:
     return c.purchases.confirm_held(actor, receipt_id)
 
 
 @router.post("/v1/purchases/{receipt_id}/void", operation_id="voidPurchase")
-def void(receipt_id: uuid.UUID, actor: Actor = Depends(TILL),
-         c: Container = Depends(container)) -> dict[str, Any]:
+def void(
+    receipt_id: uuid.UUID, actor: Actor = Depends(TILL), c: Container = Depends(container)
+) -> dict[str, Any]:
     return c.purchases.void(actor, receipt_id)
 
 
-@router.post("/v1/purchases/{receipt_id}/refunds", status_code=status.HTTP_201_CREATED,
-             operation_id="refundPurchase")
-def refund(receipt_id: uuid.UUID, body: RefundIn, idempotency_key: IdempotencyKey = None,
-           actor: Actor = Depends(TILL), c: Container = Depends(container)) -> dict[str, Any]:
+@router.post(
+    "/v1/purchases/{receipt_id}/refunds",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="refundPurchase",
+)
+def refund(
+    receipt_id: uuid.UUID,
+    body: RefundIn,
+    idempotency_key: IdempotencyKey = None,
+    actor: Actor = Depends(TILL),
+    c: Container = Depends(container),
+) -> dict[str, Any]:
     """Refund the whole receipt (no ``lines``) or some lines and quantities."""
     key = body.refund_number or idempotency_key
     if not key:
-        raise ValidationFailed("Give refund_number or an Idempotency-Key header.",
-                               code="refund_key_required")
+        raise ValidationFailed(
+            "Give refund_number or an Idempotency-Key header.", code="refund_key_required"
+        )
     lines = [(li.line, li.qty) for li in body.lines] if body.lines else None
     return c.purchases.refund(actor, receipt_id, key, lines)
 
 
 @router.post("/v1/purchases/{receipt_id}/cancel", operation_id="cancelPurchase")
-def cancel(receipt_id: uuid.UUID, actor: Actor = Depends(TILL),
-           c: Container = Depends(container)) -> dict[str, Any]:
+def cancel(
+    receipt_id: uuid.UUID, actor: Actor = Depends(TILL), c: Container = Depends(container)
+) -> dict[str, Any]:
     """Undo a receipt confirmed by mistake, the same day, in full."""
     return c.purchases.cancel(actor, receipt_id)
 
 
 @router.get("/v1/purchases/{receipt_id}", operation_id="getPurchase")
-def get_purchase(receipt_id: uuid.UUID, actor: Actor = Depends(ANY_ROLE),
-                 c: Container = Depends(container)) -> dict[str, Any]:
+def get_purchase(
+    receipt_id: uuid.UUID, actor: Actor = Depends(ANY_ROLE), c: Container = Depends(container)
+) -> dict[str, Any]:
     return c.purchases.get(actor, receipt_id)
 
 
-@router.get("/v1/members/{member_id}/purchases", response_model=PurchasePage,
-            operation_id="listMemberPurchases")
-def member_purchases(member_id: uuid.UUID, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT,
-                     actor: Actor = Depends(ANY_ROLE),
-                     c: Container = Depends(container)) -> PurchasePage:
+@router.get(
+    "/v1/members/{member_id}/purchases",
+    response_model=PurchasePage,
+    operation_id="listMemberPurchases",
+)
+def member_purchases(
+    member_id: uuid.UUID,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+    actor: Actor = Depends(ANY_ROLE),
+    c: Container = Depends(container),
+) -> PurchasePage:
     items = c.purchases.member_purchases(actor, member_id, decode_cursor(cursor), limit + 1)
     more = len(items) > limit
     items = items[:limit]
-    return PurchasePage(items=items, next_cursor=encode_cursor(uuid.UUID(items[-1]["id"]))
-                        if more and items else None)
+    return PurchasePage(
+        items=items,
+        next_cursor=encode_cursor(uuid.UUID(items[-1]["id"])) if more and items else None,
+    )

@@ -104,11 +104,26 @@ class ConditionCompiler:
         return key, value
 
     # ---- line conditions ---------------------------------------------------------------
-    LINE_KEYS = frozenset({
-        "all", "any", "not", "sku", "sku_in", "category", "category_in", "brand", "brand_in",
-        "tag", "tag_in", "attribute", "line_qty_gte", "line_amount_gte", "price_gte",
-        "price_lte",
-    })
+    LINE_KEYS = frozenset(
+        {
+            "all",
+            "any",
+            "not",
+            "sku",
+            "sku_in",
+            "category",
+            "category_in",
+            "brand",
+            "brand_in",
+            "tag",
+            "tag_in",
+            "attribute",
+            "line_qty_gte",
+            "line_amount_gte",
+            "price_gte",
+            "price_lte",
+        }
+    )
 
     def line(self, obj: Any, path: Path) -> tuple[LinePredicate, frozenset[str] | None]:
         """A predicate over one line, and the index keys it needs (or None)."""
@@ -153,10 +168,12 @@ class ConditionCompiler:
                 return (lambda _line: False), None
             paths = [category_path(t) for t in texts]
             return (lambda line: any(line.in_category(p) for p in paths)), frozenset(
-                "cat:" + "/".join(p) for p in paths)
+                "cat:" + "/".join(p) for p in paths
+            )
         if key in ("brand", "brand_in", "tag", "tag_in"):
-            names = [value] if key in ("brand", "tag") and isinstance(value, str) else _str_list(
-                value)
+            names = (
+                [value] if key in ("brand", "tag") and isinstance(value, str) else _str_list(value)
+            )
             if not names:
                 self._err(here, f"'{key}' takes a name or a list of names.")
                 return (lambda _line: False), None
@@ -183,9 +200,12 @@ class ConditionCompiler:
         return (lambda _line: False), None
 
     def _attribute(self, value: Any, path: Path) -> Callable[[dict[str, Any]], bool]:
-        if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not (
-            ("equals" in value) ^ ("in" in value)
-        ) or set(value) - {"name", "equals", "in"}:
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("name"), str)
+            or not (("equals" in value) ^ ("in" in value))
+            or set(value) - {"name", "equals", "in"}
+        ):
             self._err(path, "Use {'name': ..., 'equals': value} or {'name': ..., 'in': [...]}.")
             return lambda _attrs: False
         name = value["name"]
@@ -222,8 +242,11 @@ class ConditionCompiler:
                     return None
 
                 return ReceiptCondition(lambda c, ls: all(t(c, ls) for t in tests), keys, all_gap)
-            keys = (frozenset().union(*(p.keys for p in parts if p.keys is not None))
-                    if all(p.keys is not None for p in parts) else None)
+            keys = (
+                frozenset().union(*(p.keys for p in parts if p.keys is not None))
+                if all(p.keys is not None for p in parts)
+                else None
+            )
             return ReceiptCondition(lambda c, ls: any(t(c, ls) for t in tests), keys)
         if key == "not":
             inner = self.receipt(value, here)
@@ -307,27 +330,36 @@ class ConditionCompiler:
         if key == "member" and isinstance(value, bool):
             return lambda ctx, _l: (ctx.member is not None) is value
         if key == "first_purchase" and isinstance(value, bool):
-            return lambda ctx, _l: (ctx.member is not None
-                                    and (ctx.member.purchases_before == 0) is value)
+            return lambda ctx, _l: (
+                ctx.member is not None and (ctx.member.purchases_before == 0) is value
+            )
         if key == "nth_purchase":
             n = _int(value, 1, 100_000)
             if n is not None:
-                return lambda ctx, _l: (ctx.member is not None
-                                        and ctx.member.purchases_before == n - 1)
+                return lambda ctx, _l: (
+                    ctx.member is not None and ctx.member.purchases_before == n - 1
+                )
         if key == "weekdays":
-            days = value if isinstance(value, list) and value and all(
-                _int(d, 1, 7) is not None for d in value) else None
+            days = (
+                value
+                if isinstance(value, list)
+                and value
+                and all(_int(d, 1, 7) is not None for d in value)
+                else None
+            )
             if days is not None:
                 day_set = frozenset(days)
                 return lambda ctx, _l: ctx.local_time.isoweekday() in day_set
         if key == "hours" and isinstance(value, dict) and set(value) == {"from", "to"}:
             start, end = _parse_hhmm(value["from"]), _parse_hhmm(value["to"])
             if start is not None and end is not None:
+
                 def within(ctx: Context, _l: Sequence[Line]) -> bool:
                     now = ctx.local_time.time().replace(tzinfo=None)
                     if start <= end:
                         return start <= now < end
                     return now >= start or now < end  # spans midnight
+
                 return within
         if key == "date_between" and isinstance(value, dict) and set(value) <= {"from", "to"}:
             try:
@@ -341,10 +373,26 @@ class ConditionCompiler:
             window = _int(value["days"], 0, 31)
             if window is not None:
                 return lambda ctx, _l: _near_birthday(ctx, window)
-        known = {"outlet_in", "outlet_tag", "region_in", "channel_in", "payment_method_in",
-                 "coupon", "tier_in", "segment_in", "club_in", "member_tag", "member_attribute",
-                 "member", "first_purchase", "nth_purchase", "weekdays", "hours", "date_between",
-                 "birthday_window"}
+        known = {
+            "outlet_in",
+            "outlet_tag",
+            "region_in",
+            "channel_in",
+            "payment_method_in",
+            "coupon",
+            "tier_in",
+            "segment_in",
+            "club_in",
+            "member_tag",
+            "member_attribute",
+            "member",
+            "first_purchase",
+            "nth_purchase",
+            "weekdays",
+            "hours",
+            "date_between",
+            "birthday_window",
+        }
         if key in known:
             self._err(path, f"Invalid value for '{key}'.", "invalid_condition_value")
         else:

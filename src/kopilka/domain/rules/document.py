@@ -71,12 +71,17 @@ ExpirySetting = Annotated[
     Annotated[NeverExpires, Tag("never")]
     | Annotated[RollingExpiry, Tag("rolling")]
     | Annotated[CalendarExpiry, Tag("calendar")],
-    Discriminator(_expiry_kind, custom_error_type="invalid_expiry_kind",
-                  custom_error_message="kind: never, rolling or calendar."),
+    Discriminator(
+        _expiry_kind,
+        custom_error_type="invalid_expiry_kind",
+        custom_error_message="kind: never, rolling or calendar.",
+    ),
 ]
 # Labels pydantic puts into an error's location for the members of a union: not document keys.
-_UNION_LABELS = {"expiry": frozenset({"never", "rolling", "calendar"}),
-                 "name": frozenset({"str", "dict[str,str]"})}
+_UNION_LABELS = {
+    "expiry": frozenset({"never", "rolling", "calendar"}),
+    "name": frozenset({"str", "dict[str,str]"}),
+}
 
 
 def _error_path(err: Any) -> Path:
@@ -186,22 +191,29 @@ class _EffectParser:
         if kind in ("points_per_unit", "points_fixed", "fixed_price", "cheapest_free"):
             whole = _int(value, 0 if kind == "fixed_price" else 1)
             if whole is None:
-                self.errors.add(here, "A whole number (minor units or points).",
-                                "invalid_effect_value")
+                self.errors.add(
+                    here, "A whole number (minor units or points).", "invalid_effect_value"
+                )
                 return None
             return Effect(kind, Decimal(whole))
         if kind == "discount_amount":
             if isinstance(value, int) and not isinstance(value, bool):
                 value = {"value": value}
             if not isinstance(value, dict) or set(value) - {"value", "per"}:
-                self.errors.add(here, "Use {'value': minor units, 'per': line|unit|receipt}.",
-                                "invalid_effect_value")
+                self.errors.add(
+                    here,
+                    "Use {'value': minor units, 'per': line|unit|receipt}.",
+                    "invalid_effect_value",
+                )
                 return None
             amount = _int(value.get("value"), 1)
             per = value.get("per", "line")
             if amount is None or per not in ("line", "unit", "receipt"):
-                self.errors.add(here, "Use {'value': minor units, 'per': line|unit|receipt}.",
-                                "invalid_effect_value")
+                self.errors.add(
+                    here,
+                    "Use {'value': minor units, 'per': line|unit|receipt}.",
+                    "invalid_effect_value",
+                )
                 return None
             return Effect(kind, Decimal(amount), per=per)
         if kind == "buy_n_get_free":
@@ -214,22 +226,34 @@ class _EffectParser:
                 return None
             return Effect(kind, n=n, free=free)
         if kind == "gift":
-            if (not isinstance(value, dict) or not isinstance(value.get("sku"), str)
-                    or not value["sku"] or set(value) - {"sku", "qty", "name"}):
-                self.errors.add(here, "Use {'sku': ..., 'qty': 1, 'name': ...}.",
-                                "invalid_effect_value")
+            if (
+                not isinstance(value, dict)
+                or not isinstance(value.get("sku"), str)
+                or not value["sku"]
+                or set(value) - {"sku", "qty", "name"}
+            ):
+                self.errors.add(
+                    here, "Use {'sku': ..., 'qty': 1, 'name': ...}.", "invalid_effect_value"
+                )
                 return None
             qty = _int(value.get("qty", 1), 1, 1000)
             if qty is None:
                 self.errors.add((*here, "qty"), "A whole quantity.", "invalid_effect_value")
                 return None
-            return Effect(kind, Decimal(qty), params={"sku": value["sku"],
-                                                      "name": value.get("name")})
+            return Effect(
+                kind, Decimal(qty), params={"sku": value["sku"], "name": value.get("name")}
+            )
         # issue_coupon: a benefit for the next purchase, itself an effect
-        if (not isinstance(value, dict) or "benefit" not in value
-                or set(value) - {"benefit", "valid_days", "min_basket"}):
-            self.errors.add(here, "Use {'benefit': <effect>, 'valid_days': 30, 'min_basket': 0}.",
-                            "invalid_effect_value")
+        if (
+            not isinstance(value, dict)
+            or "benefit" not in value
+            or set(value) - {"benefit", "valid_days", "min_basket"}
+        ):
+            self.errors.add(
+                here,
+                "Use {'benefit': <effect>, 'valid_days': 30, 'min_basket': 0}.",
+                "invalid_effect_value",
+            )
             return None
         benefit = self.parse(value["benefit"], (*here, "benefit"))
         days = _int(value.get("valid_days", 30), 1, 3650)
@@ -237,12 +261,14 @@ class _EffectParser:
             self.errors.add((*here, "valid_days"), "Days from 1 to 3650.", "invalid_effect_value")
         min_basket = _int(value.get("min_basket", 0), 0)
         if min_basket is None:
-            self.errors.add((*here, "min_basket"), "Minor units, 0 or more.",
-                            "invalid_effect_value")
+            self.errors.add(
+                (*here, "min_basket"), "Minor units, 0 or more.", "invalid_effect_value"
+            )
         if benefit is None or days is None or min_basket is None:
             return None
-        return Effect(kind, params={"benefit": value["benefit"], "valid_days": days,
-                                    "min_basket": min_basket})
+        return Effect(
+            kind, params={"benefit": value["benefit"], "valid_days": days, "min_basket": min_basket}
+        )
 
 
 def compile_rules(raw_rules: Sequence[Any], errors: ErrorCollector) -> list[CompiledRule]:
@@ -260,8 +286,11 @@ def compile_rules(raw_rules: Sequence[Any], errors: ErrorCollector) -> list[Comp
             errors.add((*path, key), "Unknown field.", "unknown_field")
         rule_id = raw.get("id")
         if not isinstance(rule_id, str) or not RULE_ID.match(rule_id):
-            errors.add((*path, "id"), "A rule id: lower-case letters, digits, '-' or '_'.",
-                       "invalid_rule_id")
+            errors.add(
+                (*path, "id"),
+                "A rule id: lower-case letters, digits, '-' or '_'.",
+                "invalid_rule_id",
+            )
             rule_id = f"rule-{i}"
         elif rule_id in seen:
             errors.add((*path, "id"), f"Rule id '{rule_id}' is used twice.", "duplicate_rule_id")
@@ -281,18 +310,27 @@ def compile_rules(raw_rules: Sequence[Any], errors: ErrorCollector) -> list[Comp
         raw_effects = raw.get("effects")
         parsed: list[Effect] = []
         if not isinstance(raw_effects, list) or not raw_effects:
-            errors.add((*path, "effects"), "A rule needs a non-empty list of effects.",
-                       "effects_required")
+            errors.add(
+                (*path, "effects"), "A rule needs a non-empty list of effects.", "effects_required"
+            )
         else:
             for j, item in enumerate(raw_effects):
                 effect = effects.parse(item, (*path, "effects", j))
                 if effect is not None:
                     parsed.append(effect)
-        compiled.append(CompiledRule(
-            id=rule_id, name=_names(raw.get("name"), rule_id), priority=int(priority),
-            exclusive=bool(raw.get("exclusive", False)), stop=bool(raw.get("stop", False)),
-            when=when, lines=lines, line_keys=line_keys, effects=tuple(parsed),
-        ))
+        compiled.append(
+            CompiledRule(
+                id=rule_id,
+                name=_names(raw.get("name"), rule_id),
+                priority=int(priority),
+                exclusive=bool(raw.get("exclusive", False)),
+                stop=bool(raw.get("stop", False)),
+                when=when,
+                lines=lines,
+                line_keys=line_keys,
+                effects=tuple(parsed),
+            )
+        )
     compiled.sort(key=lambda r: (r.priority, r.id))
     return compiled
 
@@ -323,16 +361,23 @@ def _compile(
         settings = ProgramSettings.model_validate(document)
     except ValidationError as exc:
         for err in exc.errors():
-            errors.add(_error_path(err), err["msg"],
-                       "unknown_field" if err["type"] == "extra_forbidden" else "invalid")
+            errors.add(
+                _error_path(err),
+                err["msg"],
+                "unknown_field" if err["type"] == "extra_forbidden" else "invalid",
+            )
         settings = None
     raw_rules = document.get("rules", [])
     rules = compile_rules(raw_rules if isinstance(raw_rules, list) else [], errors)
-    for tier, pct in (settings.redemption.max_percent_by_tier.items() if settings else []):
+    for tier, pct in settings.redemption.max_percent_by_tier.items() if settings else []:
         if not isinstance(pct, int) or not 0 <= pct <= 100:
             errors.add(("redemption", "max_percent_by_tier", tier), "0 to 100.", "invalid")
     if settings is None:
         return None
-    return CompiledProgram(code=code, version=version, settings=settings, rules=tuple(rules),
-                           name=_names(settings.name, code))
-
+    return CompiledProgram(
+        code=code,
+        version=version,
+        settings=settings,
+        rules=tuple(rules),
+        name=_names(settings.name, code),
+    )

@@ -137,8 +137,9 @@ def evaluate(
     for program, rule, targets in chosen:
         for effect in rule.effects:
             if effect.kind in DISCOUNT_EFFECTS:
-                applied.append(_discount(program, rule, effect, targets, states, receipt_cap,
-                                         currency))
+                applied.append(
+                    _discount(program, rule, effect, targets, states, receipt_cap, currency)
+                )
 
     points_program = next(
         (p for p in programs if p.settings.redemption.enabled and p.settings.type != "discount"),
@@ -147,15 +148,17 @@ def evaluate(
     max_redeemable, redeemed = 0, 0
     point_value = points_program.settings.redemption.point_value if points_program else 100
     if points_program is not None and ctx.member is not None:
-        max_redeemable = _max_redeemable(points_program, states, ctx,
-                                         balances.get(points_program.currency, 0))
+        max_redeemable = _max_redeemable(
+            points_program, states, ctx, balances.get(points_program.currency, 0)
+        )
         if redeem == "max":
             redeemed = max_redeemable
         elif isinstance(redeem, int) and redeem > 0:
             if redeem > max_redeemable:
                 raise BusinessRuleViolation(
                     f"At most {max_redeemable} points can pay for this receipt.",
-                    code="redeem_exceeds_max", extra={"max_redeemable": max_redeemable},
+                    code="redeem_exceeds_max",
+                    extra={"max_redeemable": max_redeemable},
                 )
             redeemed = redeem
         if redeemed:
@@ -163,7 +166,8 @@ def evaluate(
     elif isinstance(redeem, int) and redeem > 0:
         raise BusinessRuleViolation(
             "Paying with points needs an identified member and a points program.",
-            code="redeem_not_possible", extra={"max_redeemable": 0},
+            code="redeem_not_possible",
+            extra={"max_redeemable": 0},
         )
 
     earned: dict[str, int] = {}
@@ -175,25 +179,54 @@ def evaluate(
         for rule, _targets in mine:
             for effect in rule.effects:
                 if effect.kind == "gift":
-                    gifts.append({"program": program.code, "rule_id": rule.id,
-                                  "sku": effect.params["sku"], "qty": int(effect.value),
-                                  "name": effect.params.get("name")})
-                    applied.append(AppliedEffect(
-                        program.code, rule.id, rule.name, "gift", [], details=gifts[-1],
-                        explanation=describe_effect("gift", rule.name, 0, 0, gifts[-1], currency)))
+                    gifts.append(
+                        {
+                            "program": program.code,
+                            "rule_id": rule.id,
+                            "sku": effect.params["sku"],
+                            "qty": int(effect.value),
+                            "name": effect.params.get("name"),
+                        }
+                    )
+                    applied.append(
+                        AppliedEffect(
+                            program.code,
+                            rule.id,
+                            rule.name,
+                            "gift",
+                            [],
+                            details=gifts[-1],
+                            explanation=describe_effect(
+                                "gift", rule.name, 0, 0, gifts[-1], currency
+                            ),
+                        )
+                    )
                 elif effect.kind == "issue_coupon":
-                    coupons.append({"program": program.code, "rule_id": rule.id,
-                                    **effect.params})
-                    applied.append(AppliedEffect(
-                        program.code, rule.id, rule.name, "issue_coupon", [],
-                        details=effect.params,
-                        explanation=describe_effect("issue_coupon", rule.name, 0, 0,
-                                                    effect.params, currency)))
+                    coupons.append({"program": program.code, "rule_id": rule.id, **effect.params})
+                    applied.append(
+                        AppliedEffect(
+                            program.code,
+                            rule.id,
+                            rule.name,
+                            "issue_coupon",
+                            [],
+                            details=effect.params,
+                            explanation=describe_effect(
+                                "issue_coupon", rule.name, 0, 0, effect.params, currency
+                            ),
+                        )
+                    )
 
     return Evaluation(
-        lines=[s.result for s in states], applied=applied, not_applied=near, gifts=gifts,
-        coupons=coupons, points_program=points_program.code if points_program else None,
-        max_redeemable=max_redeemable, points_redeemed=redeemed, point_value=point_value,
+        lines=[s.result for s in states],
+        applied=applied,
+        not_applied=near,
+        gifts=gifts,
+        coupons=coupons,
+        points_program=points_program.code if points_program else None,
+        max_redeemable=max_redeemable,
+        points_redeemed=redeemed,
+        point_value=point_value,
         earned_by_program=earned,
         rules_by_program={p.code: [r.id for q, r, _ in chosen if q is p] for p in programs},
     )
@@ -201,8 +234,12 @@ def evaluate(
 
 # ---- choosing rules ----------------------------------------------------------------------
 def _choose(
-    program: CompiledProgram, lines: Sequence[Line], ctx: Context, receipt_keys: set[str],
-    near: list[NearMiss], currency: str,
+    program: CompiledProgram,
+    lines: Sequence[Line],
+    ctx: Context,
+    receipt_keys: set[str],
+    near: list[NearMiss],
+    currency: str,
 ) -> list[tuple[CompiledProgram, CompiledRule, list[int]]]:
     chosen: list[tuple[CompiledProgram, CompiledRule, list[int]]] = []
     for rule in program.rules:
@@ -213,13 +250,21 @@ def _choose(
             if rule.when.gap is not None and not (rule.exclusive and chosen):
                 gap = rule.when.gap(ctx, lines)
                 if gap is not None:
-                    near.append(NearMiss(program.code, rule.id, rule.name, gap.kind,
-                                         str(gap.missing),
-                                         describe_near_miss(gap, rule.name, currency)))
+                    near.append(
+                        NearMiss(
+                            program.code,
+                            rule.id,
+                            rule.name,
+                            gap.kind,
+                            str(gap.missing),
+                            describe_near_miss(gap, rule.name, currency),
+                        )
+                    )
             continue
         targets = [i for i, line in enumerate(lines) if rule.lines(line)]
-        needs_lines = any(e.kind in DISCOUNT_EFFECTS or e.kind in POINTS_EFFECTS
-                          for e in rule.effects)
+        needs_lines = any(
+            e.kind in DISCOUNT_EFFECTS or e.kind in POINTS_EFFECTS for e in rule.effects
+        )
         # A rule whose ``lines`` select none of the receipt's lines does not apply, whatever
         # its effects: the same answer the index gives when the selector has keys.
         if not targets and (needs_lines or lines):
@@ -238,13 +283,17 @@ def _state(line: Line, programs: Sequence[CompiledProgram]) -> _LineState:
     if line.min_price is not None:
         # What the line costs at min_price, rounded as the till rounds every line amount.
         floor = min(line.amount, line_amount(line.min_price, line.qty))
-    caps = [p.settings.limits.max_discount_percent_line for p in programs
-            if p.settings.limits.max_discount_percent_line is not None]
+    caps = [
+        p.settings.limits.max_discount_percent_line
+        for p in programs
+        if p.settings.limits.max_discount_percent_line is not None
+    ]
     cap = line.amount if not caps else line.amount * min(caps) // 100
     if line.no_discount:
         cap = 0
-    return _LineState(line, LineResult(line.index, line.sku, line.qty, line.price, line.amount),
-                      floor, cap)
+    return _LineState(
+        line, LineResult(line.index, line.sku, line.qty, line.price, line.amount), floor, cap
+    )
 
 
 @dataclass
@@ -253,16 +302,24 @@ class _ReceiptCap:
 
 
 def _receipt_cap(programs: Sequence[CompiledProgram], states: list[_LineState]) -> _ReceiptCap:
-    caps = [p.settings.limits.max_discount_percent_receipt for p in programs
-            if p.settings.limits.max_discount_percent_receipt is not None]
+    caps = [
+        p.settings.limits.max_discount_percent_receipt
+        for p in programs
+        if p.settings.limits.max_discount_percent_receipt is not None
+    ]
     total = sum(s.line.amount for s in states)
     return _ReceiptCap(total if not caps else total * min(caps) // 100)
 
 
 def _room(state: _LineState) -> int:
     """How much more discount the line can take."""
-    return max(0, min(state.cap - state.result.discount,
-                      state.line.amount - state.floor - state.result.discount))
+    return max(
+        0,
+        min(
+            state.cap - state.result.discount,
+            state.line.amount - state.floor - state.result.discount,
+        ),
+    )
 
 
 def _give(state: _LineState, wanted: int, cap: _ReceiptCap) -> int:
@@ -273,8 +330,13 @@ def _give(state: _LineState, wanted: int, cap: _ReceiptCap) -> int:
 
 
 def _discount(
-    program: CompiledProgram, rule: CompiledRule, effect: Effect, targets: list[int],
-    states: list[_LineState], cap: _ReceiptCap, currency: str,
+    program: CompiledProgram,
+    rule: CompiledRule,
+    effect: Effect,
+    targets: list[int],
+    states: list[_LineState],
+    cap: _ReceiptCap,
+    currency: str,
 ) -> AppliedEffect:
     eligible = [i for i in targets if not states[i].line.no_discount]
     given: dict[int, int] = defaultdict(int)
@@ -286,13 +348,17 @@ def _discount(
             if whole:  # integer arithmetic for the common case: same result, much faster
                 wanted = remaining * percent // 100
             else:
-                wanted = int((Decimal(remaining) * effect.value / 100).to_integral_value(
-                    ROUND_FLOOR))
+                wanted = int(
+                    (Decimal(remaining) * effect.value / 100).to_integral_value(ROUND_FLOOR)
+                )
             given[i] += _give(states[i], wanted, cap)
     elif effect.kind == "discount_amount" and effect.per in ("line", "unit"):
         for i in eligible:
-            wanted = int(effect.value) if effect.per == "line" else int(
-                (effect.value * states[i].line.qty).to_integral_value(ROUND_FLOOR))
+            wanted = (
+                int(effect.value)
+                if effect.per == "line"
+                else int((effect.value * states[i].line.qty).to_integral_value(ROUND_FLOOR))
+            )
             given[i] += _give(states[i], wanted, cap)
     elif effect.kind == "discount_amount":
         rooms = [min(_room(states[i]), cap.left) for i in eligible]
@@ -324,11 +390,20 @@ def _discount(
     total = sum(given.values())
     touched = sorted(i for i, amount in given.items() if amount)
     return AppliedEffect(
-        program.code, rule.id, rule.name, effect.kind,
-        [states[i].line.index for i in touched], discount=total,
-        explanation=describe_effect(effect.kind, rule.name, total, 0,
-                                    {"value": str(effect.value), "lines": len(touched),
-                                     "n": effect.n, "free": effect.free}, currency),
+        program.code,
+        rule.id,
+        rule.name,
+        effect.kind,
+        [states[i].line.index for i in touched],
+        discount=total,
+        explanation=describe_effect(
+            effect.kind,
+            rule.name,
+            total,
+            0,
+            {"value": str(effect.value), "lines": len(touched), "n": effect.n, "free": effect.free},
+            currency,
+        ),
         details={"per_line": {str(states[i].line.index): given[i] for i in touched}},
     )
 
@@ -346,8 +421,11 @@ def _max_redeemable(
     # Paying with points is a discount in law: lines that may not be discounted are excluded.
     payable = sum(s.result.amount - s.result.discount for s in states if not s.line.no_discount)
     cap_money = payable * percent // 100
-    by_line = sum((s.result.amount - s.result.discount) // settings.point_value
-                  for s in states if not s.line.no_discount)
+    by_line = sum(
+        (s.result.amount - s.result.discount) // settings.point_value
+        for s in states
+        if not s.line.no_discount
+    )
     return max(0, min(balance, cap_money // settings.point_value, by_line))
 
 
@@ -363,8 +441,10 @@ def _spread_points(points: int, point_value: int, states: list[_LineState]) -> N
 
 # ---- earning -----------------------------------------------------------------------------
 def _earn(
-    program: CompiledProgram, rules: list[tuple[CompiledRule, list[int]]],
-    states: list[_LineState], applied: list[AppliedEffect],
+    program: CompiledProgram,
+    rules: list[tuple[CompiledRule, list[int]]],
+    states: list[_LineState],
+    applied: list[AppliedEffect],
 ) -> int:
     settings = program.settings
     point_value = Decimal(settings.redemption.point_value)
@@ -421,7 +501,7 @@ def _earn(
         final = dict(floors)
         rest = total - sum(floors.values())
         order = sorted(positions, key=lambda i: (-(exact[i] - floors[i]), i))
-        for i in order[:max(rest, 0)]:
+        for i in order[: max(rest, 0)]:
             final[i] += 1
         if rest < 0:  # rounding down never takes more than the floors; kept for safety
             for i in order[rest:]:
@@ -432,10 +512,22 @@ def _earn(
     for rule, effect, part in by_effect:
         points = round_to_int(sum(part.values(), Decimal(0)), RoundingMode.DOWN)
         lines_touched = sorted(states[i].line.index for i, v in part.items() if v)
-        applied.append(AppliedEffect(
-            program.code, rule.id, rule.name, effect.kind, lines_touched, points=points,
-            explanation=describe_effect(effect.kind, rule.name, 0, points,
-                                        {"value": str(effect.value), "lines": len(lines_touched)},
-                                        "RUB"),
-        ))
+        applied.append(
+            AppliedEffect(
+                program.code,
+                rule.id,
+                rule.name,
+                effect.kind,
+                lines_touched,
+                points=points,
+                explanation=describe_effect(
+                    effect.kind,
+                    rule.name,
+                    0,
+                    points,
+                    {"value": str(effect.value), "lines": len(lines_touched)},
+                    "RUB",
+                ),
+            )
+        )
     return sum(final.values())

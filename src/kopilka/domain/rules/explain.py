@@ -26,50 +26,76 @@ def _num(value: Any) -> str:
 
 
 def describe_effect(
-    kind: str, rule_name: dict[str, str], discount: int, points: int, params: dict[str, Any],
+    kind: str,
+    rule_name: dict[str, str],
+    discount: int,
+    points: int,
+    params: dict[str, Any],
     currency: str,
 ) -> dict[str, str]:
     ru_name, en_name = rule_name["ru"], rule_name["en"]
     money = format_money(discount, currency)
     value = params.get("value", "0")
     if kind == "discount_percent":
-        return {"ru": f"Скидка {_num(value)}% — {money} ({ru_name})",
-                "en": f"{_num(value)}% off — {money} ({en_name})"}
+        return {
+            "ru": f"Скидка {_num(value)}% — {money} ({ru_name})",
+            "en": f"{_num(value)}% off — {money} ({en_name})",
+        }
     if kind in ("discount_amount", "fixed_price"):
         return {"ru": f"Скидка {money} ({ru_name})", "en": f"{money} off ({en_name})"}
     if kind == "cheapest_free":
-        return {"ru": f"Самый дешёвый товар бесплатно — {money} ({ru_name})",
-                "en": f"Cheapest item free — {money} ({en_name})"}
+        return {
+            "ru": f"Самый дешёвый товар бесплатно — {money} ({ru_name})",
+            "en": f"Cheapest item free — {money} ({en_name})",
+        }
     if kind == "buy_n_get_free":
         n, free = params.get("n"), params.get("free")
-        return {"ru": f"{n}+{free}: {money} ({ru_name})",
-                "en": f"Buy {n} get {free} free: {money} ({en_name})"}
+        return {
+            "ru": f"{n}+{free}: {money} ({ru_name})",
+            "en": f"Buy {n} get {free} free: {money} ({en_name})",
+        }
     if kind == "points_percent":
-        return {"ru": f"+{points} баллов: {_num(value)}% от суммы оплаты ({ru_name})",
-                "en": f"+{points} points: {_num(value)}% of the amount paid ({en_name})"}
+        return {
+            "ru": f"+{points} баллов: {_num(value)}% от суммы оплаты ({ru_name})",
+            "en": f"+{points} points: {_num(value)}% of the amount paid ({en_name})",
+        }
     if kind == "points_per_unit":
-        return {"ru": f"+{points} баллов: {_num(value)} за каждую единицу товара ({ru_name})",
-                "en": f"+{points} points: {_num(value)} per item ({en_name})"}
+        return {
+            "ru": f"+{points} баллов: {_num(value)} за каждую единицу товара ({ru_name})",
+            "en": f"+{points} points: {_num(value)} per item ({en_name})",
+        }
     if kind == "points_fixed":
-        return {"ru": f"+{points} баллов за покупку ({ru_name})",
-                "en": f"+{points} points for the purchase ({en_name})"}
+        return {
+            "ru": f"+{points} баллов за покупку ({ru_name})",
+            "en": f"+{points} points for the purchase ({en_name})",
+        }
     if kind == "points_multiplier":
-        return {"ru": f"Баллы ×{_num(value)}: ещё +{points} ({ru_name})",
-                "en": f"Points ×{_num(value)}: +{points} more ({en_name})"}
+        return {
+            "ru": f"Баллы ×{_num(value)}: ещё +{points} ({ru_name})",
+            "en": f"Points ×{_num(value)}: +{points} more ({en_name})",
+        }
     if kind == "gift":
-        return {"ru": f"Подарок: {params.get('name') or params.get('sku')} ({ru_name})",
-                "en": f"Gift: {params.get('name') or params.get('sku')} ({en_name})"}
+        return {
+            "ru": f"Подарок: {params.get('name') or params.get('sku')} ({ru_name})",
+            "en": f"Gift: {params.get('name') or params.get('sku')} ({en_name})",
+        }
     if kind == "issue_coupon":
-        return {"ru": f"Купон на следующую покупку ({ru_name})",
-                "en": f"A coupon for your next purchase ({en_name})"}
+        return {
+            "ru": f"Купон на следующую покупку ({ru_name})",
+            "en": f"A coupon for your next purchase ({en_name})",
+        }
     return {"ru": ru_name, "en": en_name}
 
 
 def describe_near_miss(gap: Gap, rule_name: dict[str, str], currency: str) -> dict[str, str]:
     if gap.kind == "amount":
         money = format_money(int(gap.missing), currency)
-        return {"ru": f"Добавьте покупок ещё на {money}, чтобы получить: {rule_name['ru']}",
-                "en": f"Spend {money} more to get: {rule_name['en']}"}
+        return {
+            "ru": f"Добавьте покупок ещё на {money}, чтобы получить: {rule_name['ru']}",
+            "en": f"Spend {money} more to get: {rule_name['en']}",
+        }
     qty = _num(gap.missing)
-    return {"ru": f"Купите ещё {qty} шт., чтобы получить: {rule_name['ru']}",
-            "en": f"Buy {qty} more to get: {rule_name['en']}"}
+    return {
+        "ru": f"Купите ещё {qty} шт., чтобы получить: {rule_name['ru']}",
+        "en": f"Buy {qty} more to get: {rule_name['en']}",
+    }
