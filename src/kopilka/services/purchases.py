@@ -381,6 +381,11 @@ class PurchaseService:
                 raise Conflict(
                     f"The receipt is {receipt['status']}.", code=f"receipt_{receipt['status']}"
                 )
+            if receipt["result"].get("imported"):
+                raise Conflict(
+                    "An imported receipt cannot be cancelled; refund it instead.",
+                    code="receipt_imported",
+                )
             tenant = load_tenant(uow, actor.tenant_id)
             tz = ZoneInfo(tenant.timezone)
             # Confirmed when closed: a held receipt is confirmed later than it was created.

@@ -120,7 +120,9 @@ def evaluate(
     redeem: Redeem = None,
     balances: dict[str, int] | None = None,
     currency: str = "RUB",
+    near_misses: bool = True,
 ) -> Evaluation:
+    """Evaluate a receipt; ``near_misses=False`` skips the upsell hints (bulk paths)."""
     balances = balances or {}
     states = [_state(line, programs) for line in lines]
     receipt_keys: set[str] = set()
@@ -130,7 +132,9 @@ def evaluate(
     chosen: list[tuple[CompiledProgram, CompiledRule, list[int]]] = []
     near: list[NearMiss] = []
     for program in programs:
-        chosen += _choose(program, lines, ctx, receipt_keys, near, currency)
+        chosen += _choose(
+            program, lines, ctx, receipt_keys, near if near_misses else None, currency
+        )
 
     applied: list[AppliedEffect] = []
     receipt_cap = _receipt_cap(programs, states)
@@ -238,7 +242,7 @@ def _choose(
     lines: Sequence[Line],
     ctx: Context,
     receipt_keys: set[str],
-    near: list[NearMiss],
+    near: list[NearMiss] | None,
     currency: str,
 ) -> list[tuple[CompiledProgram, CompiledRule, list[int]]]:
     chosen: list[tuple[CompiledProgram, CompiledRule, list[int]]] = []
@@ -247,7 +251,7 @@ def _choose(
         if keys is not None and not (keys & receipt_keys):
             continue  # the index says this receipt cannot match
         if not rule.when.test(ctx, lines):
-            if rule.when.gap is not None and not (rule.exclusive and chosen):
+            if near is not None and rule.when.gap is not None and not (rule.exclusive and chosen):
                 gap = rule.when.gap(ctx, lines)
                 if gap is not None:
                     near.append(
