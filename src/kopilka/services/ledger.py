@@ -7,20 +7,27 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from kopilka.clock import Clock
 from kopilka.domain.errors import BusinessRuleViolation, Conflict, InsufficientPoints, NotFound
 from kopilka.domain.ledger.descriptions import describe
-from kopilka.domain.ledger.lots import LotStatus, allocate
-from kopilka.domain.ledger.model import AccountKind, Posting, TxnKind
+from kopilka.domain.ledger.lots import LotStatus
+from kopilka.domain.ledger.model import AccountKind, TxnKind
 from kopilka.domain.ledger.plan import NewTransaction
 from kopilka.ids import new_id
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
 from kopilka.services.ledger_book import MemberBook
+from kopilka.services.ledger_ops import (
+    CREDIT_COUNTER,
+    Shortfall,
+    capture_hold,
+    refund_spend,
+    release_hold,
+    reverse_credit,
+)
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.views import (
     BalanceView,
@@ -35,20 +42,9 @@ MAX_POINTS = 10**12
 EXPIRING_SOON_DAYS = 30
 
 
-class ShortfallPolicy(StrEnum):
-    """What to do when points to take back were already spent."""
-
-    FAIL = "fail"  # refuse, telling how many are missing
-    DEBT = "debt"  # take them anyway: the wallet goes negative (if the tenant allows debt)
-    CAP = "cap"  # take what is there and report the rest (the till deducts it in cash)
-
-
-# Which tenant account a credit of each kind comes from.
-CREDIT_SOURCE = {
-    TxnKind.ACCRUAL: AccountKind.ISSUED,
-    TxnKind.OPENING_BALANCE: AccountKind.ISSUED,
-    TxnKind.ADJUSTMENT: AccountKind.ADJUSTMENT,
-}
+# The shortfall policies and credit counter-accounts live with the plan-building operations.
+ShortfallPolicy = Shortfall
+CREDIT_SOURCE = CREDIT_COUNTER
 
 
 def _ensure_member_can_transact(
@@ -358,29 +354,7 @@ class LedgerService:
                 raise BusinessRuleViolation(
                     f"Capture between 1 and {hold.amount} points.", code="invalid_points"
                 )
-            made = []
-            txn = book.new_txn(
-                TxnKind.CAPTURE,
-                amount,
-                source_type="hold",
-                source_id=str(hold.id),
-                reverses_id=hold.hold_transaction_id,
-            )
-            book.plan.add_transaction(
-                txn, _move(book.hold_account.id, book.system[AccountKind.REDEEMED], amount)
-            )
-            made.append(txn)
-            rest = hold.amount - amount
-            if rest:
-                release = book.new_txn(
-                    TxnKind.RELEASE,
-                    rest,
-                    source_type="hold",
-                    source_id=str(hold.id),
-                    reverses_id=hold.hold_transaction_id,
-                )
-                book.restore(release, rest, book.hold_account.id, hold.hold_transaction_id)
-                made.append(release)
+            made = capture_hold(book, hold, amount, str(hold.id))
             uow.ledger.close_hold(tenant.id, hold.id, "captured", amount, now)
             view = _hold_view(
                 {**hold.__dict__, "status": "captured", "captured": amount, "closed_at": now}
@@ -402,15 +376,7 @@ class LedgerService:
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             hold, book = self._open_hold(uow, tenant, actor, hold_id, now)
-            txn = book.new_txn(
-                TxnKind.RELEASE,
-                hold.amount,
-                source_type="hold",
-                source_id=str(hold.id),
-                reverses_id=hold.hold_transaction_id,
-                params={"expired": status == "expired"},
-            )
-            book.restore(txn, hold.amount, book.hold_account.id, hold.hold_transaction_id)
+            txn = release_hold(book, hold, hold.amount, str(hold.id), expired=status == "expired")
             uow.ledger.close_hold(tenant.id, hold.id, status, 0, now)
             view = _hold_view({**hold.__dict__, "status": status, "closed_at": now})
             return self._finish(uow, book, [txn], hold=view)
@@ -512,21 +478,9 @@ class LedgerService:
         source_type: str,
         source_id: str | None,
     ) -> OperationResult:
-        counter = AccountKind.REDEEMED
-        if original.kind == TxnKind.ADJUSTMENT:
-            counter = AccountKind.ADJUSTMENT
-        origin = original.id
-        if kind is TxnKind.CAPTURE:
-            origin = original.reverses_id  # a capture's lots were taken by its hold
-        txn = book.new_txn(
-            TxnKind.REFUND,
-            amount,
-            source_type=source_type,
-            source_id=source_id,
-            reason=reason,
-            reverses_id=original.id,
+        txn = refund_spend(
+            book, original, amount, source_type=source_type, source_id=source_id, reason=reason
         )
-        book.restore(txn, amount, book.system[counter], origin)
         return self._finish(uow, book, [txn])
 
     def _reverse_credit(
@@ -540,69 +494,22 @@ class LedgerService:
         source_type: str,
         source_id: str | None,
     ) -> OperationResult:
-        counter = CREDIT_SOURCE.get(TxnKind(original.kind), AccountKind.ISSUED)
-        txn = book.new_txn(
-            TxnKind.REVERSAL,
+        reversal = reverse_credit(
+            book,
+            original,
             amount,
+            on_shortfall,
             source_type=source_type,
             source_id=source_id,
             reason=reason,
-            reverses_id=original.id,
         )
-        from_pending = from_wallet = 0
-        left = amount
-        for lot in uow.ledger.lots_from_transaction(book.tenant.id, original.id):
-            book.ensure_lots([lot.id])
-            current = book.plan.lot(lot.id)
-            taken = book.take_back_lot(txn, lot.id, left)
-            if current.status is LotStatus.PENDING:
-                from_pending += taken
-            else:
-                from_wallet += taken
-            left -= taken
-        shortfall = 0
-        if left:
-            # The points were spent: take them from the member's other points first.
-            more = _take_other_lots(book, txn, left, already=from_wallet)
-            from_wallet += more
-            left -= more
-        if left:
-            if on_shortfall is ShortfallPolicy.FAIL:
-                raise InsufficientPoints(
-                    f"{left} of the points to reverse were already spent.",
-                    code="reversal_shortfall",
-                    extra={"shortfall": left},
-                )
-            if on_shortfall is ShortfallPolicy.DEBT:
-                if not book.tenant.allow_debt:
-                    raise BusinessRuleViolation(
-                        "This tenant does not allow negative balances.",
-                        code="debt_not_allowed",
-                        extra={"shortfall": left},
-                    )
-                if not book.wallet.allow_debt:
-                    book.uow.ledger.set_allow_debt(book.tenant.id, book.wallet.id, True)
-                    book.wallet.allow_debt = True
-                from_wallet += left
-            else:
-                shortfall = left
-                txn.amount = amount - left
-                txn.params["shortfall"] = left
-        postings = []
-        if from_wallet:
-            postings.append(_posting(book.wallet.id, -from_wallet))
-        if from_pending:
-            postings.append(_posting(book.pending.id, -from_pending))
-        total = from_wallet + from_pending
-        if total == 0:
+        if reversal.txn is None:
             raise InsufficientPoints(
                 "Nothing is left to reverse: the points were already spent.",
                 code="reversal_shortfall",
-                extra={"shortfall": shortfall},
+                extra={"shortfall": reversal.shortfall},
             )
-        postings.append(_posting(book.system[counter], total))
-        book.plan.add_transaction(txn, postings)
-        return self._finish(uow, book, [txn], shortfall=shortfall)
+        return self._finish(uow, book, [reversal.txn], shortfall=reversal.shortfall)
 
     # ---- reads -------------------------------------------------------------------------
     def balance(
@@ -661,26 +568,6 @@ REVERSIBLE = frozenset(
         TxnKind.CAPTURE,
     }
 )
-
-
-def _posting(account_id: uuid.UUID, amount: int) -> Posting:
-    return Posting(account_id, amount)
-
-
-def _move(source: uuid.UUID, destination: uuid.UUID, amount: int) -> list[Posting]:
-    return [_posting(source, -amount), _posting(destination, amount)]
-
-
-def _take_other_lots(book: MemberBook, txn: NewTransaction, amount: int, *, already: int) -> int:
-    """Burn other spendable lots for a reversal; returns what was taken."""
-    spendable_points = max(book.wallet.balance - already, 0)
-    wanted = min(amount, spendable_points)
-    if wanted == 0:
-        return 0
-    takes, shortfall = allocate(book.plan.spendable_lots(book.now), wanted, book.now)
-    for take in takes:
-        book.plan.change_lot(take.lot_id, -take.amount, txn_id=txn.id, origin_id=txn.id)
-    return wanted - shortfall
 
 
 def _check_dates(now: datetime, available_at: datetime | None, expires_at: datetime | None) -> None:
