@@ -28,6 +28,16 @@ def _as_dict(row: Any) -> Row | None:
     return dict(row._mapping) if row is not None else None
 
 
+# Hot statements are built once (see ledger_store for why).
+_MEMBER = sa.select(members).where(
+    members.c.tenant_id == sa.bindparam("t"), members.c.id == sa.bindparam("m")
+)
+_LOCK_MEMBER = _MEMBER.with_for_update()
+_IDEMPOTENCY = sa.select(idempotency_keys).where(
+    idempotency_keys.c.tenant_id == sa.bindparam("t"), idempotency_keys.c.key == sa.bindparam("k")
+)
+
+
 class SqlDirectoryStore:
     """Plain CRUD; every method that touches tenant data takes the tenant id first."""
 
@@ -137,10 +147,8 @@ class SqlDirectoryStore:
             self.conn.execute(sa.insert(members), rows)
 
     def member(self, tenant_id: uuid.UUID, member_id: uuid.UUID, lock: bool = False) -> Row | None:
-        stmt = sa.select(members).where(members.c.tenant_id == tenant_id, members.c.id == member_id)
-        if lock and self.dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        return _as_dict(self.conn.execute(stmt).first())
+        stmt = _LOCK_MEMBER if lock and self.dialect == "postgresql" else _MEMBER
+        return _as_dict(self.conn.execute(stmt, {"t": tenant_id, "m": member_id}).first())
 
     def member_by(self, tenant_id: uuid.UUID, field: str, value: str) -> Row | None:
         column = members.c[field]
@@ -313,13 +321,7 @@ class SqlDirectoryStore:
 
     # ---- idempotency -------------------------------------------------------------------
     def idempotency_record(self, tenant_id: uuid.UUID, key: str) -> Row | None:
-        return _as_dict(
-            self.conn.execute(
-                sa.select(idempotency_keys).where(
-                    idempotency_keys.c.tenant_id == tenant_id, idempotency_keys.c.key == key
-                )
-            ).first()
-        )
+        return _as_dict(self.conn.execute(_IDEMPOTENCY, {"t": tenant_id, "k": key}).first())
 
     def save_idempotency_record(
         self, tenant_id: uuid.UUID, key: str, request_hash: str, response: Row, at: datetime

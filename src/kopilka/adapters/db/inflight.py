@@ -34,10 +34,9 @@ class LocalInflight:
             self._keys.discard((tenant_id, key))
 
 
+_TRY_LOCK = sa.text("SELECT pg_try_advisory_xact_lock(:k)")
+
+
 def try_pg_lock(conn: sa.Connection, tenant_id: uuid.UUID, key: str) -> bool:
     """Take a transaction-scoped advisory lock; released by commit or rollback."""
-    return bool(
-        conn.execute(
-            sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": advisory_key(tenant_id, key)}
-        ).scalar_one()
-    )
+    return bool(conn.execute(_TRY_LOCK, {"k": advisory_key(tenant_id, key)}).scalar_one())
