@@ -27,6 +27,27 @@ def _one(result: Any) -> Row | None:
     return dict(row._mapping) if row is not None else None
 
 
+# Hot statements of the till are built once (see ledger_store for why).
+_PRODUCTS = sa.select(products).where(
+    products.c.tenant_id == sa.bindparam("t"),
+    products.c.sku.in_(sa.bindparam("skus", expanding=True)),
+)
+_RECEIPT_BY_NUMBER = sa.select(receipts).where(
+    receipts.c.tenant_id == sa.bindparam("t"),
+    receipts.c.outlet_id == sa.bindparam("o"),
+    receipts.c.receipt_number == sa.bindparam("n"),
+)
+_COUNT_PURCHASES = (
+    sa.select(sa.func.count())
+    .select_from(receipts)
+    .where(
+        receipts.c.tenant_id == sa.bindparam("t"),
+        receipts.c.member_id == sa.bindparam("m"),
+        receipts.c.status == "confirmed",
+    )
+)
+
+
 class SqlCommerceStore:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
@@ -61,11 +82,7 @@ class SqlCommerceStore:
     def products_by_sku(self, tenant_id: uuid.UUID, skus: Sequence[str]) -> dict[str, Row]:
         if not skus:
             return {}
-        rows = self.conn.execute(
-            sa.select(products).where(
-                products.c.tenant_id == tenant_id, products.c.sku.in_(sorted(set(skus)))
-            )
-        )
+        rows = self.conn.execute(_PRODUCTS, {"t": tenant_id, "skus": sorted(set(skus))})
         return {r.sku: dict(r._mapping) for r in rows}
 
     def list_products(self, tenant_id: uuid.UUID, after: str | None, limit: int) -> list[Row]:
@@ -127,15 +144,8 @@ class SqlCommerceStore:
     def receipt_by_number(
         self, tenant_id: uuid.UUID, outlet_id: uuid.UUID, number: str
     ) -> Row | None:
-        return _one(
-            self.conn.execute(
-                sa.select(receipts).where(
-                    receipts.c.tenant_id == tenant_id,
-                    receipts.c.outlet_id == outlet_id,
-                    receipts.c.receipt_number == number,
-                )
-            )
-        )
+        params = {"t": tenant_id, "o": outlet_id, "n": number}
+        return _one(self.conn.execute(_RECEIPT_BY_NUMBER, params))
 
     def receipt(
         self, tenant_id: uuid.UUID, receipt_id: uuid.UUID, lock: bool = False
@@ -199,17 +209,8 @@ class SqlCommerceStore:
         return [dict(r._mapping) for r in rows]
 
     def count_member_purchases(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> int:
-        return int(
-            self.conn.execute(
-                sa.select(sa.func.count())
-                .select_from(receipts)
-                .where(
-                    receipts.c.tenant_id == tenant_id,
-                    receipts.c.member_id == member_id,
-                    receipts.c.status == "confirmed",
-                )
-            ).scalar_one()
-        )
+        count = self.conn.execute(_COUNT_PURCHASES, {"t": tenant_id, "m": member_id})
+        return int(count.scalar_one())
 
     def stale_held_receipts(
         self, now: datetime, limit: int, tenant_id: uuid.UUID | None = None

@@ -33,6 +33,13 @@ _MEMBER = sa.select(members).where(
     members.c.tenant_id == sa.bindparam("t"), members.c.id == sa.bindparam("m")
 )
 _LOCK_MEMBER = _MEMBER.with_for_update()
+_CARD = sa.select(cards).where(
+    cards.c.tenant_id == sa.bindparam("t"), cards.c.number == sa.bindparam("n")
+)
+_LOCK_CARD = _CARD.with_for_update()
+_OUTLET = sa.select(outlets).where(
+    outlets.c.tenant_id == sa.bindparam("t"), outlets.c.id == sa.bindparam("o")
+)
 _IDEMPOTENCY = sa.select(idempotency_keys).where(
     idempotency_keys.c.tenant_id == sa.bindparam("t"), idempotency_keys.c.key == sa.bindparam("k")
 )
@@ -70,13 +77,7 @@ class SqlDirectoryStore:
         self.conn.execute(sa.insert(outlets), row)
 
     def outlet(self, tenant_id: uuid.UUID, outlet_id: uuid.UUID) -> Row | None:
-        return _as_dict(
-            self.conn.execute(
-                sa.select(outlets).where(
-                    outlets.c.tenant_id == tenant_id, outlets.c.id == outlet_id
-                )
-            ).first()
-        )
+        return _as_dict(self.conn.execute(_OUTLET, {"t": tenant_id, "o": outlet_id}).first())
 
     def outlet_by_code(self, tenant_id: uuid.UUID, code: str) -> Row | None:
         return _as_dict(
@@ -223,10 +224,8 @@ class SqlDirectoryStore:
             self.conn.execute(sa.insert(cards), rows)
 
     def card_by_number(self, tenant_id: uuid.UUID, number: str, lock: bool = False) -> Row | None:
-        stmt = sa.select(cards).where(cards.c.tenant_id == tenant_id, cards.c.number == number)
-        if lock and self.dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        return _as_dict(self.conn.execute(stmt).first())
+        stmt = _LOCK_CARD if lock and self.dialect == "postgresql" else _CARD
+        return _as_dict(self.conn.execute(stmt, {"t": tenant_id, "n": number}).first())
 
     def existing_card_numbers(self, tenant_id: uuid.UUID, numbers: Sequence[str]) -> set[str]:
         if not numbers:
