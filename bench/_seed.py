@@ -72,7 +72,7 @@ class Seeded:
 Log = Callable[[str], None]
 
 
-def _read_meta(engine: Engine) -> Seeded | None:
+def read_meta(engine: Engine) -> Seeded | None:
     with engine.connect() as conn:
         if conn.execute(sa.text("SELECT to_regclass('bench_seed')")).scalar_one() is None:
             return None
@@ -101,7 +101,7 @@ def ensure_seeded(database: str, members: int, pool: int, *, reseed: bool, log: 
     if not reseed and _pg.database_exists(database):
         engine = sa.create_engine(_pg.database_url(database), pool_size=1)
         try:
-            found = _read_meta(engine)
+            found = read_meta(engine)
         finally:
             engine.dispose()
         if found is not None and found.members == members and found.pool == pool:

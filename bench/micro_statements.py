@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--calls must be 100..100000")
     url = _pg.database_url(args.database)
     engine = sa.create_engine(url, pool_size=1)
-    seed_meta = _seed._read_meta(engine)
+    seed_meta = _seed.read_meta(engine)
     if seed_meta is None:
         raise SystemExit(f"{args.database} is not seeded: run bench/ledger.py first")
     seeded: _seed.Seeded = seed_meta
