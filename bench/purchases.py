@@ -19,7 +19,7 @@ Prints one JSON line per figure on stdout (progress on stderr) and a final summa
 Each figure carries the load average and the CPU the rest of the machine used meanwhile
 (``foreign_cores``): the machine is shared, so read the figures next to them.
 Figures also carry CPU milliseconds per request (server, PostgreSQL backends, client) from
-/proc, and ``cpu_normalised_b2_vs_pgbench`` compares CPU per operation, which the machine's
+/proc, and ``cpu_per_operation`` compares CPU per operation, which the machine's
 other load hardly moves. Round trips per call are counted in process (libpq trace);
 ``--profile`` adds cProfile in process and ``py-spy --gil`` on the workers during B2.
 Databases ``kopilka_bench_http`` and ``kopilka_bench_pgbench`` are created afresh and
