@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 from kopilka.domain.errors import ValidationFailed
 
@@ -24,3 +26,15 @@ def decode_cursor(cursor: str | None) -> uuid.UUID | None:
         return uuid.UUID(bytes=raw)
     except (binascii.Error, ValueError) as exc:
         raise ValidationFailed("The cursor is not one we issued.", code="invalid_cursor") from exc
+
+
+T = TypeVar("T")
+
+
+def cut_page(
+    items: list[T], limit: int, last_id: Callable[[T], uuid.UUID]
+) -> tuple[list[T], str | None]:
+    """Given up to ``limit + 1`` rows, the page and the cursor of the next one (or None)."""
+    page = items[:limit]
+    more = len(items) > limit and bool(page)
+    return page, encode_cursor(last_id(page[-1])) if more else None

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from kopilka.api.auth import ADMIN, ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
-from kopilka.api.pagination import decode_cursor, encode_cursor
+from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import (
     AccrualCreate,
     AdjustmentCreate,
@@ -56,11 +56,8 @@ def get_ledger(
 ) -> LedgerPage:
     """The member's history, newest first, each entry described in ru and en."""
     items = c.ledger.history(actor, member_id, decode_cursor(cursor), limit + 1)
-    more = len(items) > limit
-    items = items[:limit]
-    return LedgerPage(
-        items=items, next_cursor=encode_cursor(items[-1].id) if more and items else None
-    )
+    page, next_cursor = cut_page(items, limit, lambda item: item.id)
+    return LedgerPage(items=page, next_cursor=next_cursor)
 
 
 @router.post(

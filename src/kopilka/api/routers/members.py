@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from kopilka.api.auth import ADMIN, ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
-from kopilka.api.pagination import decode_cursor, encode_cursor
+from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import BlockRequest, MemberCreate, MemberPatch, MergeRequest
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor
@@ -83,11 +83,8 @@ def list_members(
         if v is not None
     }
     items = c.members.search(actor, filters, decode_cursor(cursor), limit + 1)
-    more = len(items) > limit
-    items = items[:limit]
-    return MemberPage(
-        items=items, next_cursor=encode_cursor(items[-1].id) if more and items else None
-    )
+    page, next_cursor = cut_page(items, limit, lambda item: item.id)
+    return MemberPage(items=page, next_cursor=next_cursor)
 
 
 @router.get("/{member_id}", response_model=MemberView, operation_id="getMember")

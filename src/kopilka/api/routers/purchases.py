@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from kopilka.api.auth import ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
-from kopilka.api.pagination import decode_cursor, encode_cursor
+from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import Moment
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import ValidationFailed
@@ -198,9 +198,5 @@ def member_purchases(
     c: Container = Depends(container),
 ) -> PurchasePage:
     items = c.purchases.member_purchases(actor, member_id, decode_cursor(cursor), limit + 1)
-    more = len(items) > limit
-    items = items[:limit]
-    return PurchasePage(
-        items=items,
-        next_cursor=encode_cursor(uuid.UUID(items[-1]["id"])) if more and items else None,
-    )
+    page, next_cursor = cut_page(items, limit, lambda item: uuid.UUID(item["id"]))
+    return PurchasePage(items=page, next_cursor=next_cursor)
