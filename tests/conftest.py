@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine, make_url
 
+import kopilka.adapters.db.mechanics  # noqa: F401 - registers the mechanics' tables
 from kopilka.adapters.db.engine import create_db_engine
 from kopilka.adapters.db.schema import upgrade
 from kopilka.adapters.db.tables import metadata

@@ -11,10 +11,11 @@ from kopilka.adapters.db.engine import create_db_engine
 from kopilka.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from kopilka.clock import Clock, SystemClock
 from kopilka.services.catalog import CatalogService
-from kopilka.services.jobs import JobService
+from kopilka.services.jobs import JobService, JobStep
 from kopilka.services.ledger import LedgerService
-from kopilka.services.members import MemberService
+from kopilka.services.members import MemberHook, MemberService
 from kopilka.services.programs import ProgramService
+from kopilka.services.purchase_hooks import PurchaseHook
 from kopilka.services.purchases import PurchaseService
 from kopilka.services.tenants import TenantService
 from kopilka.settings import Settings
@@ -33,6 +34,13 @@ class Container:
     catalog: CatalogService
     programs: ProgramService
     purchases: PurchaseService
+    # -- loyalty mechanics --
+    # slot:tiers:field
+    # slot:lifecycle:field
+    # slot:referrals:field
+    # slot:stamps:field
+    # slot:families:field
+    # slot:clubs:field
 
     def close(self) -> None:
         self.engine.dispose()
@@ -48,17 +56,33 @@ def bootstrap(
     )
     uow_factory = SqlUnitOfWorkFactory(engine)
     programs = ProgramService(uow_factory, clock, uow_factory.program_cache)
-    purchases = PurchaseService(uow_factory, clock, programs)
+    hooks: list[PurchaseHook] = []  # the mechanics' extension points at the till
+    member_hooks: list[MemberHook] = []  # ... at enrolment and profile updates
+    steps: dict[str, JobStep] = {}  # the mechanics' scheduled work, in this order
+    # slot:tiers:build
+    # slot:lifecycle:build
+    # slot:referrals:build
+    # slot:stamps:build
+    # slot:families:build
+    # slot:clubs:build
+    purchases = PurchaseService(uow_factory, clock, programs, hooks)
+    steps = {"held_receipts_voided": purchases.void_expired, **steps}
     return Container(
         settings=settings,
         engine=engine,
         uow_factory=uow_factory,
         clock=clock,
         tenants=TenantService(uow_factory, clock),
-        members=MemberService(uow_factory, clock),
+        members=MemberService(uow_factory, clock, member_hooks),
         ledger=LedgerService(uow_factory, clock),
-        jobs=JobService(uow_factory, clock, {"held_receipts_voided": purchases.void_expired}),
+        jobs=JobService(uow_factory, clock, steps),
         catalog=CatalogService(uow_factory, clock),
         programs=programs,
         purchases=purchases,
+        # slot:tiers:container
+        # slot:lifecycle:container
+        # slot:referrals:container
+        # slot:stamps:container
+        # slot:families:container
+        # slot:clubs:container
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -134,6 +134,8 @@ class World:
     spare_program_code: str
     sku: str
     receipt_id: str  # a confirmed purchase by member
+    # Resources of the loyalty mechanics, by name (e.g. "family_id"), for isolation cases.
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 def build_world(client: TestClient, m: Merchant, *, serial_base: int, phone: str) -> World:
@@ -198,7 +200,7 @@ def build_world(client: TestClient, m: Merchant, *, serial_base: int, phone: str
         ),
         201,
     )["receipt"]["id"]
-    return World(
+    world = World(
         m,
         member["id"],
         other["id"],
@@ -216,6 +218,14 @@ def build_world(client: TestClient, m: Merchant, *, serial_base: int, phone: str
         sku,
         receipt,
     )
+    # Each mechanic adds its resources to ``world.extra`` here.
+    # slot:tiers
+    # slot:lifecycle
+    # slot:referrals
+    # slot:stamps
+    # slot:families
+    # slot:clubs
+    return world
 
 
 @dataclass

@@ -110,6 +110,13 @@ ROUTES: dict[str, Route] = {
     "cancelPurchase": Route("POST", "/v1/purchases/{receipt_id}/cancel", TILL),
     "getPurchase": Route("GET", "/v1/purchases/{receipt_id}", ANY),
     "listMemberPurchases": Route("GET", "/v1/members/{member_id}/purchases", ANY),
+    # loyalty mechanics
+    # slot:tiers
+    # slot:lifecycle
+    # slot:referrals
+    # slot:stamps
+    # slot:families
+    # slot:clubs
 }
 
 SAMPLE_PATH_VALUES = {
@@ -120,6 +127,12 @@ SAMPLE_PATH_VALUES = {
     "receipt_id": str(uuid.UUID(int=6)),
     "number": card(2),
     "code": "main",
+    # slot:tiers
+    # slot:lifecycle
+    # slot:referrals
+    # slot:stamps
+    # slot:families
+    # slot:clubs
 }
 _PARAM = re.compile(r"{(\w+)}")
 

@@ -24,6 +24,12 @@ DEFAULT_ATTR = {
     "api_key_id": "api_key_id",
     "receipt_id": "receipt_id",
     "code": "program_code",
+    # slot:tiers
+    # slot:lifecycle
+    # slot:referrals
+    # slot:stamps
+    # slot:families
+    # slot:clubs
 }
 
 
@@ -104,7 +110,21 @@ ISOLATION: dict[tuple[str, str], Case] = {
         lambda a: {"document": PROGRAM}, attrs={"code": "spare_program_code"}, status=200
     ),
     ("POST", "/v1/programs/{code}/validate"): Case(lambda a: {"document": PROGRAM}, status=200),
+    # loyalty mechanics
+    # slot:tiers
+    # slot:lifecycle
+    # slot:referrals
+    # slot:stamps
+    # slot:families
+    # slot:clubs
 }
+
+
+def _resource(world: World, name: str) -> str:
+    """B's resource: a World attribute, or one a mechanic put in ``world.extra``."""
+    value = world.extra.get(name) if name in world.extra else getattr(world, name)
+    assert isinstance(value, str)
+    return value
 
 
 def tenant_state(client: TestClient, w: World) -> dict[str, Any]:
@@ -134,7 +154,9 @@ def test_tenant_a_cannot_reach_tenant_b_by_id(pair: Pair, route: tuple[str, str]
     method, template = route
     case = ISOLATION[route]
     client, a, b = pair.client, pair.a, pair.b
-    values = {p: getattr(b, case.attrs.get(p, DEFAULT_ATTR[p])) for p in path_params(template)}
+    values = {
+        p: _resource(b, case.attrs.get(p, DEFAULT_ATTR.get(p, p))) for p in path_params(template)
+    }
     before_rows = writes(pair.engine, b.merchant.tenant_id)
     before = tenant_state(client, b)
     r = client.request(

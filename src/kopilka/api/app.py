@@ -36,6 +36,12 @@ def create_app(container: Container) -> FastAPI:
         admin.router,
         programs.router,
         purchases.router,
+        # slot:tiers:router
+        # slot:lifecycle:router
+        # slot:referrals:router
+        # slot:stamps:router
+        # slot:families:router
+        # slot:clubs:router
     ):
         app.include_router(router)
     return app

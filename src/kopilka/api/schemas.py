@@ -76,6 +76,14 @@ class MemberCreate(MemberFields):
         default=None, description="A pre-printed card to bind at enrolment"
     )
     issue_virtual_card: bool = True
+    referral_code: str | None = Field(
+        default=None, min_length=1, max_length=64, description="A referrer's code or link code"
+    )
+    fingerprints: dict[str, str] | None = Field(
+        default=None,
+        max_length=10,
+        description="Device or identity fingerprints from the till or app (fraud checks)",
+    )
 
 
 class MemberPatch(MemberFields):

@@ -25,9 +25,17 @@ ledger_app = typer.Typer(help="The points ledger.", no_args_is_help=True)
 import_app = typer.Typer(help="Bulk imports.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
 program_app = typer.Typer(help="Loyalty programs (versioned documents).", no_args_is_help=True)
-for sub, name in ((db_app, "db"), (tenant_app, "tenant"), (outlet_app, "outlet"),
-                  (apikey_app, "apikey"), (jobs_app, "jobs"), (ledger_app, "ledger"),
-                  (import_app, "import"), (demo_app, "demo"), (program_app, "program")):
+for sub, name in (
+    (db_app, "db"),
+    (tenant_app, "tenant"),
+    (outlet_app, "outlet"),
+    (apikey_app, "apikey"),
+    (jobs_app, "jobs"),
+    (ledger_app, "ledger"),
+    (import_app, "import"),
+    (demo_app, "demo"),
+    (program_app, "program"),
+):
     app.add_typer(sub, name=name)
 
 CLI_ACTOR = "cli"
@@ -84,8 +92,12 @@ def serve(
         typer.echo("SQLite serves from one process; use PostgreSQL for more workers.", err=True)
         workers = 1
     uvicorn.run(
-        "kopilka.api.asgi:app", factory=True, host=host or settings.host,
-        port=port or settings.port, workers=workers, log_level=settings.log_level.lower(),
+        "kopilka.api.asgi:app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
         access_log=False,
     )
 
@@ -107,8 +119,14 @@ def tenant_create(
     c = _container()
     try:
         row = c.tenants.create_tenant(
-            name, currency=currency, timezone=timezone, locale=locale, phone_region=phone_region,
-            card_scheme=card_scheme, card_prefix=card_prefix, pending_days=pending_days,
+            name,
+            currency=currency,
+            timezone=timezone,
+            locale=locale,
+            phone_region=phone_region,
+            card_scheme=card_scheme,
+            card_prefix=card_prefix,
+            pending_days=pending_days,
             allow_debt=allow_debt,
         )
     except KopilkaError as exc:
@@ -137,8 +155,9 @@ def outlet_create(
     c = _container()
     try:
         actor = _tenant_actor(c, tenant)
-        row = c.tenants.create_outlet(actor, code, name=name, timezone=timezone, region=region,
-                                      tags=tag)
+        row = c.tenants.create_outlet(
+            actor, code, name=name, timezone=timezone, region=region, tags=tag
+        )
     except KopilkaError as exc:
         raise _fail(exc) from exc
     typer.echo(f"outlet {row['code']} created: {row['id']}")
@@ -161,15 +180,16 @@ def apikey_create(
         raise typer.Exit(code=2) from exc
     except KopilkaError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"{issued.role.value} key {issued.id} for {tenant}"
-               + (f" at outlet {outlet}" if outlet else "") + "; store it now, it is shown once:")
+    typer.echo(
+        f"{issued.role.value} key {issued.id} for {tenant}"
+        + (f" at outlet {outlet}" if outlet else "")
+        + "; store it now, it is shown once:"
+    )
     typer.echo(issued.key)
 
 
 @apikey_app.command("revoke")
-def apikey_revoke(
-    key_id: str, tenant: Annotated[str, typer.Option(help="Tenant name")]
-) -> None:
+def apikey_revoke(key_id: str, tenant: Annotated[str, typer.Option(help="Tenant name")]) -> None:
     """Revoke an API key by its id."""
     import uuid
 
@@ -201,11 +221,18 @@ def jobs_run(
     c = _container(_parse_now(now))
     tenant_id = _tenant_actor(c, tenant).tenant_id if tenant else None
     report = c.jobs.run(tenant_id=tenant_id)
-    typer.echo(json.dumps({
-        "now": report.now.isoformat(), "members_settled": report.members_settled,
-        "transactions": report.transactions, "holds_released": report.holds_released,
-        **report.steps, "errors": report.errors,
-    }))
+    typer.echo(
+        json.dumps(
+            {
+                "now": report.now.isoformat(),
+                "members_settled": report.members_settled,
+                "transactions": report.transactions,
+                "holds_released": report.holds_released,
+                **report.steps,
+                "errors": report.errors,
+            }
+        )
+    )
     if report.errors:
         raise typer.Exit(code=1)
 
@@ -246,8 +273,10 @@ def import_members(
         raise _fail(exc) from exc
     for err in report.errors:
         typer.echo(f"line {err.line}: {err.field}: {err.message}", err=True)
-    typer.echo(f"imported {report.imported} members, {report.points} points; "
-               f"{len(report.errors)} errors; {report.skipped} rows skipped")
+    typer.echo(
+        f"imported {report.imported} members, {report.points} points; "
+        f"{len(report.errors)} errors; {report.skipped} rows skipped"
+    )
     if report.errors and (not skip_invalid or report.aborted):
         raise typer.Exit(code=1)
 
@@ -316,12 +345,15 @@ def program_publish(
     c = _container()
     try:
         actor = _tenant_actor(c, tenant)
-        view = c.programs.publish(actor, code, document, starts_at=_parse_now(starts_at),
-                                  ends_at=_parse_now(ends_at))
+        view = c.programs.publish(
+            actor, code, document, starts_at=_parse_now(starts_at), ends_at=_parse_now(ends_at)
+        )
     except KopilkaError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"program {view.code} version {view.version} published, in force from "
-               f"{view.starts_at.isoformat()}")
+    typer.echo(
+        f"program {view.code} version {view.version} published, in force from "
+        f"{view.starts_at.isoformat()}"
+    )
 
 
 # ---- import receipts (historical) ---------------------------------------------------------
@@ -330,13 +362,23 @@ def import_receipts(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     tenant: Annotated[str, typer.Option(help="Tenant name")],
     program: Annotated[str | None, typer.Option(help="Only this program code")] = None,
-    map_: Annotated[list[str] | None, typer.Option(
-        "--map", help="Rename a column: column=field (repeat). Fields: member_external_id, "
-        "receipt_number, outlet, occurred_at, sku, category, qty, amount")] = None,
-    create_missing: Annotated[bool, typer.Option(
-        "--create-missing", help="Create unknown members (by external id) and outlets")] = False,
-    skip_invalid: Annotated[bool, typer.Option(
-        "--skip-invalid", help="Import the valid receipts anyway")] = False,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Rename a column: column=field (repeat). Fields: member_external_id, "
+            "receipt_number, outlet, occurred_at, sku, category, qty, amount",
+        ),
+    ] = None,
+    create_missing: Annotated[
+        bool,
+        typer.Option(
+            "--create-missing", help="Create unknown members (by external id) and outlets"
+        ),
+    ] = False,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Import the valid receipts anyway")
+    ] = False,
     batch: Annotated[int, typer.Option(min=1, max=50_000, help="Receipts per transaction")] = 2000,
 ) -> None:
     """Load historical receipts (CSV or Parquet, one row per line); points are computed by
@@ -348,10 +390,17 @@ def import_receipts(
     try:
         actor = _tenant_actor(c, tenant)
         with RichProgress() as progress:
-            report = run_import(c, actor, file, program=program,
-                                mapping=parse_mapping(map_ or []),
-                                create_missing=create_missing, skip_invalid=skip_invalid,
-                                batch_size=batch, progress=progress)
+            report = run_import(
+                c,
+                actor,
+                file,
+                program=program,
+                mapping=parse_mapping(map_ or []),
+                create_missing=create_missing,
+                skip_invalid=skip_invalid,
+                batch_size=batch,
+                progress=progress,
+            )
     except KopilkaError as exc:
         raise _fail(exc) from exc
     shown = 1000

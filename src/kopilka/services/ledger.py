@@ -563,6 +563,7 @@ REVERSIBLE = frozenset(
     {
         TxnKind.ACCRUAL,
         TxnKind.OPENING_BALANCE,
+        TxnKind.BONUS,
         TxnKind.ADJUSTMENT,
         TxnKind.REDEMPTION,
         TxnKind.CAPTURE,

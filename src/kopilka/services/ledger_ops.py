@@ -25,6 +25,7 @@ class Shortfall(StrEnum):
 CREDIT_COUNTER = {
     TxnKind.ACCRUAL: AccountKind.ISSUED,
     TxnKind.OPENING_BALANCE: AccountKind.ISSUED,
+    TxnKind.BONUS: AccountKind.ISSUED,
     TxnKind.ADJUSTMENT: AccountKind.ADJUSTMENT,
 }
 

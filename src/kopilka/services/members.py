@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -192,10 +193,44 @@ def normalize_profile(
     return values
 
 
+class MemberHook:
+    """What a loyalty mechanic does when a member enrols or updates the profile (a welcome
+    bonus, a referral's attribution...). Runs inside the same unit of work."""
+
+    def on_enrolled(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        member_id: uuid.UUID,
+        context: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """``context``: what the enrolment request carried beyond the profile
+        (``referral_code``, ``fingerprints``)."""
+
+    def on_updated(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        member_id: uuid.UUID,
+        fields: list[str],
+        now: datetime,
+    ) -> None:
+        """The profile changed (``fields`` were sent)."""
+
+
 class MemberService:
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        hooks: Sequence[MemberHook] = (),
+    ) -> None:
         self.uow_factory = uow_factory
         self.clock = clock
+        self.hooks: list[MemberHook] = list(hooks)
 
     # ---- enrolment ---------------------------------------------------------------------
     def enroll(
@@ -206,9 +241,12 @@ class MemberService:
         card_number: str | None = None,
         issue_virtual_card: bool = True,
         idempotency_key: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> MemberView:
+        context = {k: v for k, v in (context or {}).items() if v is not None}
         digest = request_hash(
-            "enroll", {"data": data, "card": card_number, "virtual": issue_virtual_card}
+            "enroll",
+            {"data": data, "card": card_number, "virtual": issue_virtual_card, **context},
         )
         with self.uow_factory(write=True) as uow:
             stored = replay_or_claim(uow, actor.tenant_id, idempotency_key, digest)
@@ -225,6 +263,8 @@ class MemberService:
                 card_number=card_number,
                 issue_virtual_card=issue_virtual_card,
             )
+            for hook in self.hooks:
+                hook.on_enrolled(uow, tenant, actor, member_id, context, now)
             view = self._view(uow, tenant.id, member_id)
             remember(uow, tenant.id, idempotency_key, digest, view.to_json(), now)
             uow.commit()
@@ -424,6 +464,8 @@ class MemberService:
                 {"fields": sorted(data)},
                 now,
             )
+            for hook in self.hooks:
+                hook.on_updated(uow, tenant, actor, member_id, sorted(data), now)
             view = self._view(uow, tenant.id, member_id)
             remember(uow, tenant.id, idempotency_key, digest, view.to_json(), now)
             uow.commit()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -45,6 +46,7 @@ from kopilka.services.ledger_ops import (
 )
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
+from kopilka.services.purchase_hooks import PurchaseHook
 
 MAX_LINES = 1000
 MAX_QTY = Decimal(1_000_000)
@@ -116,15 +118,23 @@ class Evaluated:
     source_lines: list[Line] = field(default_factory=list)
     balance: Any = None
     books: dict[str, MemberBook] = field(default_factory=dict)
+    context: Context | None = None
+    # What the mechanics' hooks add to the answer (e.g. "stamps", "tier").
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class PurchaseService:
     def __init__(
-        self, uow_factory: UnitOfWorkFactory, clock: Clock, programs: ProgramService
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        programs: ProgramService,
+        hooks: Sequence[PurchaseHook] = (),
     ) -> None:
         self.uow_factory = uow_factory
         self.clock = clock
         self.programs = programs
+        self.hooks: list[PurchaseHook] = list(hooks)
 
     # ---- calculate ---------------------------------------------------------------------
     def calculate(self, actor: Actor, request: ReceiptInput) -> dict[str, Any]:
@@ -196,8 +206,7 @@ class PurchaseService:
                 },
             )
             result["coupons_issued"] = coupons
-            self._insert(
-                uow,
+            row, lines = self._rows(
                 found,
                 receipt_id,
                 receipt_number,
@@ -209,6 +218,10 @@ class PurchaseService:
                 request,
                 now,
             )
+            if not hold and found.member is not None:
+                for hook in self.hooks:
+                    result.update(hook.on_confirmed(uow, tenant, actor, row, lines, now))
+            uow.commerce.insert_receipt(row, lines)
             uow.commit()
             return {**result, "refunds": []}  # the shape a replay (``_view``) has
 
@@ -272,6 +285,13 @@ class PurchaseService:
                     now,
                 )
             result["receipt"] = {**result["receipt"], "status": "confirmed"}
+            if receipt["member_id"] is not None and self.hooks:
+                stored_lines = uow.commerce.receipt_lines(tenant.id, receipt["id"])
+                confirmed = {**receipt, "status": "confirmed", "closed_at": now}
+                for hook in self.hooks:
+                    result.update(
+                        hook.on_confirmed(uow, tenant, actor, confirmed, stored_lines, now)
+                    )
             uow.commerce.update_receipt(
                 tenant.id,
                 receipt["id"],
@@ -579,6 +599,9 @@ class PurchaseService:
             "transactions": made,
             "created_at": now.isoformat(),
         }
+        if receipt["member_id"] is not None:
+            for hook in self.hooks:
+                result.update(hook.on_refunded(uow, tenant, actor, receipt, result, now))
         uow.commerce.insert_refund(
             {
                 "id": refund_id,
@@ -797,6 +820,16 @@ class PurchaseService:
                 uow.commerce.count_member_purchases(tenant.id, member["id"]),
                 balances.get(tenant.points_currency, 0),
             )
+            for hook in self.hooks:
+                facts = hook.member_facts(uow, tenant, member, facts, now)
+        closed = [p for p in programs if p.settings.members_of_club]
+        if closed:  # a closed program applies only to its club's members
+            clubs = facts.clubs if facts is not None else frozenset()
+            programs = [
+                p
+                for p in programs
+                if not p.settings.members_of_club or p.settings.members_of_club in clubs
+            ]
         local = occurred.astimezone(ZoneInfo(outlet["timezone"]))
         ctx = Context(
             occurred_at=occurred,
@@ -825,12 +858,7 @@ class PurchaseService:
                 line_result.points_earned = {}
             evaluation.earned_by_program = {code: 0 for code in evaluation.earned_by_program}
             evaluation.applied = [a for a in evaluation.applied if a.kind not in POINTS_EFFECTS]
-        if any(points > MAX_POINTS for points in evaluation.earned_by_program.values()):
-            raise BusinessRuleViolation(
-                f"The programs would award more than {MAX_POINTS} points for this receipt.",
-                code="points_too_large",
-            )
-        return Evaluated(
+        found = Evaluated(
             tenant,
             outlet,
             member,
@@ -840,7 +868,33 @@ class PurchaseService:
             source_lines=lines,
             balance=balance,
             books=books,
+            context=ctx,
         )
+        if member is not None and self.hooks:
+            for hook in self.hooks:
+                revised = hook.revise(uow, found)
+                if revised is not None:
+                    # E.g. the receipt that reaches Gold earns at Gold, if the program says so.
+                    found.context = replace(ctx, member=revised)
+                    found.evaluation = evaluate(
+                        programs,
+                        lines,
+                        found.context,
+                        redeem=request.redeem_points,
+                        balances=balances,
+                        currency=tenant.currency,
+                    )
+                    break
+            for hook in self.hooks:
+                hook.adjust(uow, found, request)
+            for hook in self.hooks:
+                found.extras.update(hook.extras(uow, found))
+        if any(points > MAX_POINTS for points in found.evaluation.earned_by_program.values()):
+            raise BusinessRuleViolation(
+                f"The programs would award more than {MAX_POINTS} points for this receipt.",
+                code="points_too_large",
+            )
+        return found
 
     def _book(
         self,
@@ -1009,9 +1063,8 @@ class PurchaseService:
             )
         return issued
 
-    def _insert(
+    def _rows(
         self,
-        uow: UnitOfWork,
         found: Evaluated,
         receipt_id: uuid.UUID,
         number: str,
@@ -1022,10 +1075,11 @@ class PurchaseService:
         hold_expires: datetime | None,
         request: ReceiptInput,
         now: datetime,
-    ) -> None:
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The receipt's row and its lines' rows, as stored."""
         ev = found.evaluation
         tenant_id = found.tenant.id
-        uow.commerce.insert_receipt(
+        return (
             {
                 "id": receipt_id,
                 "tenant_id": tenant_id,
@@ -1197,6 +1251,7 @@ def _response(found: Evaluated, receipt: dict[str, Any] | None) -> dict[str, Any
         ],
         "gifts": ev.gifts,
         "coupons_issued": [],
+        **found.extras,
     }
 
 

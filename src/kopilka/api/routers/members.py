@@ -33,7 +33,10 @@ class AuditEntry(BaseModel):
 
 
 def _profile(body: MemberCreate | MemberPatch) -> dict[str, Any]:
-    data = body.model_dump(exclude_unset=True, exclude={"card", "issue_virtual_card"})
+    data = body.model_dump(
+        exclude_unset=True,
+        exclude={"card", "issue_virtual_card", "referral_code", "fingerprints"},
+    )
     if "consents" in data and data["consents"] is not None:
         data["consents"] = {k: v for k, v in data["consents"].items()}
     return data
@@ -55,6 +58,7 @@ def enroll_member(
         card_number=body.card,
         issue_virtual_card=body.issue_virtual_card,
         idempotency_key=idempotency_key,
+        context={"referral_code": body.referral_code, "fingerprints": body.fingerprints},
     )
 
 

@@ -121,6 +121,33 @@ _TEMPLATES: dict[str, tuple[RuForms, EnForms]] = {
         ),
     ),
 }
+# What a bonus (TxnKind.BONUS) was for, by the mechanic that gave it (``params["mechanic"]``).
+MECHANIC_LABELS: dict[str, tuple[str, str]] = {
+    "welcome": ("Приветственный бонус", "Welcome bonus"),
+    "birthday": ("Бонус ко дню рождения", "Birthday bonus"),
+    "anniversary": ("Бонус в годовщину участия", "Anniversary bonus"),
+    "win_back": ("Бонус «Мы скучали»", "We-miss-you bonus"),
+    "event": ("Бонус за действие", "Bonus for an action"),
+    "referral": ("Бонус за приглашение друга", "Referral bonus"),
+    "referee": ("Бонус за регистрацию по приглашению", "Bonus for joining with an invitation"),
+    "tier": ("Бонус за статус", "Status bonus"),
+    "stamps": ("Награда за заполненную карту", "Stamp card reward"),
+    "club": ("Бонус клуба", "Club bonus"),
+    "membership": ("Бонус подписки", "Membership bonus"),
+    "draw": ("Приз розыгрыша", "Prize draw winnings"),
+}
+_BONUS: tuple[RuForms, EnForms] = (
+    ("{label}: {amount} балл", "{label}: {amount} балла", "{label}: {amount} баллов"),
+    ("{label}: {amount} point", "{label}: {amount} points"),
+)
+_TEMPLATES[TxnKind.DONATION] = (
+    (
+        "Пожертвован {amount} балл{reason}",
+        "Пожертвовано {amount} балла{reason}",
+        "Пожертвовано {amount} баллов{reason}",
+    ),
+    ("{amount} point donated{reason}", "{amount} points donated{reason}"),
+)
 _FALLBACK: tuple[RuForms, EnForms] = (
     ("Операция: {amount} балл", "Операция: {amount} балла", "Операция: {amount} баллов"),
     ("Operation: {amount} point", "Operation: {amount} points"),
@@ -142,22 +169,39 @@ def describe(kind: str, amount: int, params: dict[str, Any] | None = None) -> di
     params = params or {}
     reason = params.get("reason")
     ru_forms, en_forms = _TEMPLATES.get(kind, _FALLBACK)
-    tail = f" — {reason}" if reason else ""
+    label_ru, label_en = "", ""
+    if kind == TxnKind.BONUS:
+        ru_forms, en_forms = _BONUS
+        label = params.get("label")
+        if isinstance(label, dict):
+            label_ru = str(label.get("ru") or label.get("en") or "")
+            label_en = str(label.get("en") or label.get("ru") or "")
+        if not label_ru:
+            label_ru, label_en = MECHANIC_LABELS.get(
+                str(params.get("mechanic")), ("Бонус", "Bonus")
+            )
+    tail = f" — {reason}" if reason and kind != TxnKind.BONUS else ""
     ru = ru_forms[ru_plural(amount)].format(
         amount=f"{abs(amount):,}".replace(",", "\u00a0"),
         signed=f"{amount:+,}".replace(",", "\u00a0"),
         reason=tail,
+        label=label_ru,
     )
     en = en_forms[0 if abs(amount) == 1 else 1].format(
-        amount=f"{abs(amount):,}", signed=f"{amount:+,}", reason=tail
+        amount=f"{abs(amount):,}", signed=f"{amount:+,}", reason=tail, label=label_en
     )
     one = ru_plural(amount) == 0
     expires = params.get("expires_on")
-    if expires and kind in (TxnKind.ACCRUAL, TxnKind.ADJUSTMENT, TxnKind.OPENING_BALANCE):
+    if expires and kind in (
+        TxnKind.ACCRUAL,
+        TxnKind.ADJUSTMENT,
+        TxnKind.OPENING_BALANCE,
+        TxnKind.BONUS,
+    ):
         ru += f", {'сгорит' if one else 'сгорят'} {expires}"
         en += f", expire{'s' if abs(amount) == 1 else ''} on {expires}"
     available = params.get("available_on")
-    if available and kind in (TxnKind.ACCRUAL, TxnKind.ADJUSTMENT):
+    if available and kind in (TxnKind.ACCRUAL, TxnKind.ADJUSTMENT, TxnKind.BONUS):
         ru += f", {'станет доступен' if one else 'станут доступны'} {available}"
         en += f", available from {available}"
     return {"ru": ru, "en": en}

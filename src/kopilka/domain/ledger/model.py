@@ -45,6 +45,8 @@ class TxnKind(StrEnum):
     RELEASE = "release"
     TRANSFER = "transfer"
     MERGE = "merge"
+    BONUS = "bonus"  # a reward of a loyalty mechanic: welcome, birthday, referral, tier...
+    DONATION = "donation"  # points given to a charity account
 
 
 class UnbalancedTransaction(ValueError):

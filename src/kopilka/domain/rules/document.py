@@ -11,8 +11,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
+from kopilka.domain.clubs.settings import ClubSettings
 from kopilka.domain.errors import ErrorCollector
+from kopilka.domain.families.settings import DonationSettings, FamilySettings, TransferSettings
 from kopilka.domain.ledger.expiry import CalendarExpiry, NeverExpires, RollingExpiry
+from kopilka.domain.lifecycle.settings import EventSettings, LifecycleSettings
+from kopilka.domain.referrals.settings import ReferralSettings
 from kopilka.domain.rules.conditions import (
     ALWAYS,
     ConditionCompiler,
@@ -23,6 +27,8 @@ from kopilka.domain.rules.conditions import (
     _number,
 )
 from kopilka.domain.rules.money import RoundingMode
+from kopilka.domain.stamps.settings import StampCardSettings
+from kopilka.domain.tiers.settings import TierSettings
 
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DISCOUNT_EFFECTS = frozenset(
@@ -106,7 +112,18 @@ class ProgramSettings(_Strict):
     rounding: Rounding = Field(default_factory=Rounding)
     limits: Limits = Field(default_factory=Limits)
     refund_shortfall: Literal["debt", "cash"] = "cash"
-    events: list[dict[str, Any]] = Field(default_factory=list)
+    # Loyalty mechanics; each section's model lives with its mechanic (domain/<mechanic>/).
+    tiers: TierSettings | None = None
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    events: list[EventSettings] = Field(default_factory=list, max_length=200)
+    referral: ReferralSettings | None = None
+    stamp_cards: list[StampCardSettings] = Field(default_factory=list, max_length=50)
+    family: FamilySettings | None = None
+    transfers: TransferSettings | None = None
+    donations: DonationSettings | None = None
+    clubs: list[ClubSettings] = Field(default_factory=list, max_length=100)
+    # A closed program: its rules apply only to members of this club.
+    members_of_club: str | None = Field(default=None, min_length=1, max_length=64)
     rules: list[Any] = Field(default_factory=list, max_length=2000)
 
 

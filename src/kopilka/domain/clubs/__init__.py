@@ -1,0 +1,1 @@
+"""The clubs mechanic: pure rules, no I/O."""

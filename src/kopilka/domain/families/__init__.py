@@ -1,0 +1,1 @@
+"""The families mechanic: pure rules, no I/O."""

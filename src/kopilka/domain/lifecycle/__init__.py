@@ -1,0 +1,1 @@
+"""The lifecycle mechanic: pure rules, no I/O."""

@@ -1,0 +1,1 @@
+"""The referrals mechanic: pure rules, no I/O."""

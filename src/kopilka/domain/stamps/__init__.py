@@ -1,0 +1,1 @@
+"""The stamps mechanic: pure rules, no I/O."""

@@ -1,0 +1,1 @@
+"""The tiers mechanic: pure rules, no I/O."""
