@@ -11,6 +11,7 @@ from kopilka.adapters.db.engine import create_db_engine
 from kopilka.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from kopilka.clock import Clock, SystemClock
 from kopilka.services.catalog import CatalogService
+from kopilka.services.explanations import ExplanationService
 from kopilka.services.jobs import JobService, JobStep
 from kopilka.services.ledger import LedgerService
 from kopilka.services.members import MemberHook, MemberService
@@ -34,6 +35,7 @@ class Container:
     catalog: CatalogService
     programs: ProgramService
     purchases: PurchaseService
+    explanations: ExplanationService
     # -- loyalty mechanics --
     # slot:tiers:field
     # slot:lifecycle:field
@@ -79,6 +81,7 @@ def bootstrap(
         catalog=CatalogService(uow_factory, clock),
         programs=programs,
         purchases=purchases,
+        explanations=ExplanationService(uow_factory),
         # slot:tiers:container
         # slot:lifecycle:container
         # slot:referrals:container

@@ -110,6 +110,7 @@ ROUTES: dict[str, Route] = {
     "cancelPurchase": Route("POST", "/v1/purchases/{receipt_id}/cancel", TILL),
     "getPurchase": Route("GET", "/v1/purchases/{receipt_id}", ANY),
     "listMemberPurchases": Route("GET", "/v1/members/{member_id}/purchases", ANY),
+    "explainPurchase": Route("GET", "/v1/members/{member_id}/explain", ANY),
     # loyalty mechanics
     # slot:tiers
     # slot:lifecycle

@@ -66,6 +66,7 @@ ISOLATION: dict[tuple[str, str], Case] = {
     ("GET", "/v1/members/{member_id}/balance"): _member(),
     ("GET", "/v1/members/{member_id}/ledger"): _member(),
     ("GET", "/v1/members/{member_id}/purchases"): _member(),
+    ("GET", "/v1/members/{member_id}/explain"): _member(),
     ("POST", "/v1/members/{member_id}/accruals"): Case(
         lambda a: {"points": 10}, code="member_not_found"
     ),

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from kopilka import __version__
 from kopilka.api.middleware import RequestContextMiddleware
 from kopilka.api.problems import install_problem_handlers
-from kopilka.api.routers import admin, cards, ledger, members, programs, purchases
+from kopilka.api.routers import admin, cards, explain, ledger, members, programs, purchases
 from kopilka.bootstrap import Container
 
 
@@ -36,6 +36,7 @@ def create_app(container: Container) -> FastAPI:
         admin.router,
         programs.router,
         purchases.router,
+        explain.router,
         # slot:tiers:router
         # slot:lifecycle:router
         # slot:referrals:router

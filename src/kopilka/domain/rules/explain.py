@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from kopilka.domain.ledger.descriptions import ru_plural
 from kopilka.domain.rules.conditions import Gap
 
 _SYMBOLS = {"RUB": "₽", "KZT": "₸", "BYN": "Br", "USD": "$", "EUR": "€"}
@@ -18,6 +19,15 @@ def format_money(minor: int, currency: str = "RUB") -> str:
         text += f",{cents:02d}"
     sign = "-" if minor < 0 else ""
     return f"{sign}{text}\u00a0{_SYMBOLS.get(currency, currency)}"
+
+
+def _points_ru(n: int) -> str:
+    """"1 балл", "2 балла", "5 баллов"."""
+    return f"{n} " + ("балл", "балла", "баллов")[ru_plural(n)]
+
+
+def _points_en(n: int) -> str:
+    return f"{n} point{'' if abs(n) == 1 else 's'}"
 
 
 def _num(value: Any) -> str:
@@ -56,18 +66,18 @@ def describe_effect(
         }
     if kind == "points_percent":
         return {
-            "ru": f"+{points} баллов: {_num(value)}% от суммы оплаты ({ru_name})",
-            "en": f"+{points} points: {_num(value)}% of the amount paid ({en_name})",
+            "ru": f"+{_points_ru(points)}: {_num(value)}% от суммы оплаты ({ru_name})",
+            "en": f"+{_points_en(points)}: {_num(value)}% of the amount paid ({en_name})",
         }
     if kind == "points_per_unit":
         return {
-            "ru": f"+{points} баллов: {_num(value)} за каждую единицу товара ({ru_name})",
-            "en": f"+{points} points: {_num(value)} per item ({en_name})",
+            "ru": f"+{_points_ru(points)}: {_num(value)} за каждую единицу товара ({ru_name})",
+            "en": f"+{_points_en(points)}: {_num(value)} per item ({en_name})",
         }
     if kind == "points_fixed":
         return {
-            "ru": f"+{points} баллов за покупку ({ru_name})",
-            "en": f"+{points} points for the purchase ({en_name})",
+            "ru": f"+{_points_ru(points)} за покупку ({ru_name})",
+            "en": f"+{_points_en(points)} for the purchase ({en_name})",
         }
     if kind == "points_multiplier":
         return {
