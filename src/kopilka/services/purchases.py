@@ -815,13 +815,9 @@ class PurchaseService:
                     balances[currency] = view.available
                     if currency == tenant.points_currency:
                         balance = view
-            facts = _member_facts(
-                member,
-                uow.commerce.count_member_purchases(tenant.id, member["id"]),
-                balances.get(tenant.points_currency, 0),
+            facts = self.member_facts(
+                uow, tenant, member, balances.get(tenant.points_currency, 0), now
             )
-            for hook in self.hooks:
-                facts = hook.member_facts(uow, tenant, member, facts, now)
         closed = [p for p in programs if p.settings.members_of_club]
         if closed:  # a closed program applies only to its club's members
             clubs = facts.clubs if facts is not None else frozenset()
@@ -895,6 +891,23 @@ class PurchaseService:
                 code="points_too_large",
             )
         return found
+
+    def member_facts(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        member: dict[str, Any],
+        balance: int,
+        now: datetime,
+    ) -> MemberFacts:
+        """What the rules know of a member (tier, clubs, segments...), as the till sees it;
+        other features (e.g. the reward catalogue's visibility) ask the same question."""
+        facts = _member_facts(
+            member, uow.commerce.count_member_purchases(tenant.id, member["id"]), balance
+        )
+        for hook in self.hooks:
+            facts = hook.member_facts(uow, tenant, member, facts, now)
+        return facts
 
     def _book(
         self,
