@@ -43,6 +43,11 @@ class Container:
     # slot:stamps:field
     # slot:families:field
     # slot:clubs:field
+    # slot:rewards:field
+    # slot:coupons:field
+    # slot:giftcards:field
+    # slot:campaigns:field
+    # slot:draws:field
 
     def close(self) -> None:
         self.engine.dispose()
@@ -67,6 +72,11 @@ def bootstrap(
     # slot:stamps:build
     # slot:families:build
     # slot:clubs:build
+    # slot:rewards:build
+    # slot:coupons:build
+    # slot:giftcards:build
+    # slot:campaigns:build
+    # slot:draws:build
     purchases = PurchaseService(uow_factory, clock, programs, hooks)
     steps = {"held_receipts_voided": purchases.void_expired, **steps}
     return Container(
@@ -88,4 +98,9 @@ def bootstrap(
         # slot:stamps:container
         # slot:families:container
         # slot:clubs:container
+        # slot:rewards:container
+        # slot:coupons:container
+        # slot:giftcards:container
+        # slot:campaigns:container
+        # slot:draws:container
     )

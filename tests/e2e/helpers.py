@@ -225,6 +225,11 @@ def build_world(client: TestClient, m: Merchant, *, serial_base: int, phone: str
     # slot:stamps
     # slot:families
     # slot:clubs
+    # slot:rewards
+    # slot:coupons
+    # slot:giftcards
+    # slot:campaigns
+    # slot:draws
     return world
 
 

@@ -118,6 +118,11 @@ ROUTES: dict[str, Route] = {
     # slot:stamps
     # slot:families
     # slot:clubs
+    # slot:rewards
+    # slot:coupons
+    # slot:giftcards
+    # slot:campaigns
+    # slot:draws
 }
 
 SAMPLE_PATH_VALUES = {
@@ -134,6 +139,11 @@ SAMPLE_PATH_VALUES = {
     # slot:stamps
     # slot:families
     # slot:clubs
+    # slot:rewards
+    # slot:coupons
+    # slot:giftcards
+    # slot:campaigns
+    # slot:draws
 }
 _PARAM = re.compile(r"{(\w+)}")
 

@@ -30,6 +30,11 @@ DEFAULT_ATTR = {
     # slot:stamps
     # slot:families
     # slot:clubs
+    # slot:rewards
+    # slot:coupons
+    # slot:giftcards
+    # slot:campaigns
+    # slot:draws
 }
 
 
@@ -118,6 +123,11 @@ ISOLATION: dict[tuple[str, str], Case] = {
     # slot:stamps
     # slot:families
     # slot:clubs
+    # slot:rewards
+    # slot:coupons
+    # slot:giftcards
+    # slot:campaigns
+    # slot:draws
 }
 
 

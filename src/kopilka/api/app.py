@@ -43,6 +43,11 @@ def create_app(container: Container) -> FastAPI:
         # slot:stamps:router
         # slot:families:router
         # slot:clubs:router
+        # slot:rewards:router
+        # slot:coupons:router
+        # slot:giftcards:router
+        # slot:campaigns:router
+        # slot:draws:router
     ):
         app.include_router(router)
     return app

@@ -1,14 +1,19 @@
-"""Tables and stores of the loyalty mechanics, one module per mechanic.
+"""Tables and stores of the loyalty mechanics and promotions, one module per feature.
 
 Importing this package registers every mechanic's tables on the shared ``metadata``.
 """
 
 from kopilka.adapters.db.mechanics import (  # noqa: F401 - imported for their tables
     awards,
+    campaigns,
     clubs,
+    coupons,
+    draws,
     families,
+    giftcards,
     lifecycle,
     referrals,
+    rewards,
     stamps,
     tiers,
 )

@@ -1,0 +1,7 @@
+"""Tables and store of the coupons feature."""
+
+from __future__ import annotations
+
+from kopilka.adapters.db.tables import metadata
+
+__all__ = ["metadata"]
