@@ -8,9 +8,11 @@ what they write commits or rolls back with the receipt.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from kopilka.domain.rules.document import CompiledProgram, CompiledRule
 from kopilka.domain.rules.facts import MemberFacts
 from kopilka.services.context import Actor, Tenant
 from kopilka.services.ports import UnitOfWork
@@ -20,7 +22,29 @@ if TYPE_CHECKING:
 
 
 class PurchaseHook:
-    """Base class: override the moments a mechanic cares about."""
+    """Base class: override the moments a mechanic cares about.
+
+    Hooks run for receipts with a member; set ``anonymous_too`` to see anonymous receipts
+    as well (``adjust``, ``extras``, ``extra_rules``, ``on_confirmed``, ``on_refunded``).
+    """
+
+    anonymous_too: bool = False
+
+    def extra_rules(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        member: dict[str, Any] | None,
+        facts: MemberFacts | None,
+        request: ReceiptInput,
+        moment: datetime,
+        programs: Sequence[CompiledProgram],
+    ) -> list[tuple[str, CompiledRule]]:
+        """Rules to evaluate for this receipt beside the programs' own (a coupon's benefit,
+        a campaign's rules), each as (code of the program in ``programs`` it joins, rule).
+        They join that program: their points are its points, their ids appear in
+        ``applied``/``rules_by_program``; use ids that cannot clash (e.g. ``coupon:SPRING``)."""
+        return []
 
     def member_facts(
         self,

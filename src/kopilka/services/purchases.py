@@ -27,7 +27,7 @@ from kopilka.domain.members.card_numbers import is_valid_number
 from kopilka.domain.members.phones import InvalidPhone, normalize_phone
 from kopilka.domain.members.qr_tokens import InvalidQrToken, verify_token
 from kopilka.domain.rules.conditions import category_path
-from kopilka.domain.rules.document import POINTS_EFFECTS, CompiledProgram
+from kopilka.domain.rules.document import POINTS_EFFECTS, CompiledProgram, CompiledRule
 from kopilka.domain.rules.engine import Evaluation, evaluate
 from kopilka.domain.rules.facts import Context, Line, MemberFacts
 from kopilka.domain.rules.money import QTY_STEP, line_amount
@@ -218,8 +218,8 @@ class PurchaseService:
                 request,
                 now,
             )
-            if not hold and found.member is not None:
-                for hook in self.hooks:
+            if not hold:
+                for hook in self._hooks_for(found.member is not None):
                     result.update(hook.on_confirmed(uow, tenant, actor, row, lines, now))
             uow.commerce.insert_receipt(row, lines)
             uow.commit()
@@ -285,10 +285,11 @@ class PurchaseService:
                     now,
                 )
             result["receipt"] = {**result["receipt"], "status": "confirmed"}
-            if receipt["member_id"] is not None and self.hooks:
+            hooks = self._hooks_for(receipt["member_id"] is not None)
+            if hooks:
                 stored_lines = uow.commerce.receipt_lines(tenant.id, receipt["id"])
                 confirmed = {**receipt, "status": "confirmed", "closed_at": now}
-                for hook in self.hooks:
+                for hook in hooks:
                     result.update(
                         hook.on_confirmed(uow, tenant, actor, confirmed, stored_lines, now)
                     )
@@ -599,9 +600,8 @@ class PurchaseService:
             "transactions": made,
             "created_at": now.isoformat(),
         }
-        if receipt["member_id"] is not None:
-            for hook in self.hooks:
-                result.update(hook.on_refunded(uow, tenant, actor, receipt, result, now))
+        for hook in self._hooks_for(receipt["member_id"] is not None):
+            result.update(hook.on_refunded(uow, tenant, actor, receipt, result, now))
         uow.commerce.insert_refund(
             {
                 "id": refund_id,
@@ -818,6 +818,7 @@ class PurchaseService:
             facts = self.member_facts(
                 uow, tenant, member, balances.get(tenant.points_currency, 0), now
             )
+        programs = self._with_extra_rules(uow, tenant, member, facts, request, occurred, programs)
         closed = [p for p in programs if p.settings.members_of_club]
         if closed:  # a closed program applies only to its club's members
             clubs = facts.clubs if facts is not None else frozenset()
@@ -881,16 +882,51 @@ class PurchaseService:
                         currency=tenant.currency,
                     )
                     break
-            for hook in self.hooks:
-                hook.adjust(uow, found, request)
-            for hook in self.hooks:
-                found.extras.update(hook.extras(uow, found))
+        for hook in self._hooks_for(member is not None):
+            hook.adjust(uow, found, request)
+        for hook in self._hooks_for(member is not None):
+            found.extras.update(hook.extras(uow, found))
         if any(points > MAX_POINTS for points in found.evaluation.earned_by_program.values()):
             raise BusinessRuleViolation(
                 f"The programs would award more than {MAX_POINTS} points for this receipt.",
                 code="points_too_large",
             )
         return found
+
+    def _with_extra_rules(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        member: dict[str, Any] | None,
+        facts: MemberFacts | None,
+        request: ReceiptInput,
+        moment: datetime,
+        programs: Sequence[CompiledProgram],
+    ) -> list[CompiledProgram]:
+        """Programs with the rules hooks add for this receipt (coupons, campaigns) merged
+        into the program each names; points they give are that program's points."""
+        extra: dict[str, list[CompiledRule]] = {}
+        for hook in self._hooks_for(member is not None):
+            for code, rule in hook.extra_rules(
+                uow, tenant, member, facts, request, moment, programs
+            ):
+                extra.setdefault(code, []).append(rule)
+        if not extra:
+            return list(programs)
+        return [
+            replace(
+                p,
+                rules=tuple(sorted((*p.rules, *extra[p.code]), key=lambda r: (r.priority, r.id))),
+            )
+            if p.code in extra
+            else p
+            for p in programs
+        ]
+
+    def _hooks_for(self, member: bool) -> list[PurchaseHook]:
+        """The hooks to run: all for a member's receipt, else those that also want
+        anonymous receipts (coupons, gift cards)."""
+        return self.hooks if member else [h for h in self.hooks if h.anonymous_too]
 
     def member_facts(
         self,
