@@ -80,11 +80,19 @@ class MemberRef:
 
 
 @dataclass(frozen=True)
+class GiftCardUse:
+    number: str
+    pin: str | None = None
+    amount: int | None = None  # minor units; None: as much as the card and receipt allow
+
+
+@dataclass(frozen=True)
 class ReceiptInput:
     lines: tuple[LineInput, ...]
     member: MemberRef | None = None
     redeem_points: int | Literal["max"] | None = None
     coupons: tuple[str, ...] = ()
+    gift_cards: tuple[GiftCardUse, ...] = ()
     payment_method: str | None = None
     channel: str = "store"
     occurred_at: datetime | None = None
@@ -100,6 +108,12 @@ class ReceiptInput:
             "member": self.member.__dict__ if self.member else None,
             "redeem": self.redeem_points,
             "coupons": sorted(self.coupons),
+            # The PIN is left out: the fingerprint is stored with the receipt.
+            **(
+                {"gift_cards": [[g.number, g.amount] for g in self.gift_cards]}
+                if self.gift_cards
+                else {}
+            ),
             "payment": self.payment_method,
             "channel": self.channel,
             "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
@@ -119,6 +133,10 @@ class Evaluated:
     balance: Any = None
     books: dict[str, MemberBook] = field(default_factory=dict)
     context: Context | None = None
+    # Confirming (the receipt will be written), not just calculating.
+    writing: bool = False
+    # The member's spendable points by currency, as evaluated (for hooks that re-evaluate).
+    balances: dict[str, int] = field(default_factory=dict)
     # What the mechanics' hooks add to the answer (e.g. "stamps", "tier").
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -866,6 +884,8 @@ class PurchaseService:
             balance=balance,
             books=books,
             context=ctx,
+            writing=lock,
+            balances=balances,
         )
         if member is not None and self.hooks:
             for hook in self.hooks:

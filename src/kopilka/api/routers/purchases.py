@@ -16,7 +16,7 @@ from kopilka.api.schemas import Moment
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import ValidationFailed
 from kopilka.services.context import Actor
-from kopilka.services.purchases import LineInput, MemberRef, ReceiptInput
+from kopilka.services.purchases import GiftCardUse, LineInput, MemberRef, ReceiptInput
 
 router = APIRouter(tags=["purchases"])
 Qty = Annotated[Decimal, Field(gt=0, le=1_000_000, max_digits=10, decimal_places=3)]
@@ -45,6 +45,16 @@ class LineIn(_Strict):
     flags: list[Literal["no_discount", "no_points"]] = Field(default_factory=list, max_length=2)
 
 
+class GiftCardUseIn(_Strict):
+    number: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    pin: Annotated[str, StringConstraints(min_length=1, max_length=16)] | None = Field(
+        default=None, description="Required online; at a till the card itself is the proof"
+    )
+    amount: Annotated[int, Field(gt=0, le=10**11, strict=True)] | None = Field(
+        default=None, description="Minor units to pay with the card; default: as much as it can"
+    )
+
+
 class CalculateIn(_Strict):
     member: MemberRefIn | None = None
     lines: list[LineIn] = Field(min_length=1, max_length=1000)
@@ -53,6 +63,9 @@ class CalculateIn(_Strict):
     )
     coupons: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=20
+    )
+    gift_cards: list[GiftCardUseIn] = Field(
+        default_factory=list, max_length=5, description="Gift cards paying for the receipt"
     )
     payment_method: Annotated[str, StringConstraints(max_length=32)] | None = None
     channel: Literal["store", "online", "app"] = "store"
@@ -83,6 +96,9 @@ class CalculateIn(_Strict):
             member=member,
             redeem_points=self.redeem_points or None,
             coupons=tuple(self.coupons),
+            gift_cards=tuple(
+                GiftCardUse(number=g.number, pin=g.pin, amount=g.amount) for g in self.gift_cards
+            ),
             payment_method=self.payment_method,
             channel=self.channel,
             occurred_at=self.occurred_at,
