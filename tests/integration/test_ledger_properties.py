@@ -242,7 +242,10 @@ def step(
         hold_id = model.pick(model.holds, op[1])
         if hold_id is None:
             return before
-        held = ledger.get_hold(actor, hold_id).amount
+        hold_view = ledger.get_hold(actor, hold_id)
+        held = hold_view.amount
+        # A hold past its time no longer counts as held in the balance, released or not.
+        lapsed = hold_view.status == "expired"
         wanted = None if op[0] == "release" or op[2] is None else min(op[2], held)
         if kind == "capture":
             result, refused = attempt(lambda: ledger.capture(actor, hold_id, wanted))
@@ -253,7 +256,7 @@ def step(
             if captured:
                 model.spends.append(result.transactions[0].id)
                 model.debited += captured
-            expect, delta, held_delta = "up to", held - captured, -held
+            expect, delta, held_delta = "up to", held - captured, 0 if lapsed else -held
         else:
             assert refused in ("hold_captured", "hold_released", "hold_expired")
     elif kind == "refund":
