@@ -1,0 +1,1 @@
+"""Campaigns: rules for a while, for an audience, within budgets and limits."""

@@ -1,0 +1,1 @@
+"""Gift cards and certificates: stored money, numbers with a check digit, hashed PINs."""
