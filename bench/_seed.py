@@ -106,6 +106,12 @@ def ensure_seeded(database: str, members: int, pool: int, *, reseed: bool, log: 
             engine.dispose()
         if found is not None and found.members == members and found.pool == pool:
             log(f"reusing seeded database {database} ({members} members, pool {pool})")
+            # Later migrations (e.g. 0010's ledger functions) reach a database seeded before.
+            engine = sa.create_engine(_pg.database_url(database), pool_size=1)
+            try:
+                upgrade(engine)
+            finally:
+                engine.dispose()
             return found
         log(f"database {database} holds another or an incomplete seed: rebuilding it")
     return _seed(database, members, pool, log)

@@ -58,6 +58,10 @@ class PhaseResult:
     python_cpu_s: float = 0.0  # this process, inside the measured window
     backend_cpu_s: float = 0.0  # its PostgreSQL backend, inside the measured window
     exhausted: bool = False
+    # LedgerService's PostgreSQL fast path over the whole phase (warm-up included): calls
+    # made, and calls that fell back to the Python path, by reason.
+    fast_calls: int = 0
+    fallbacks: dict[str, int] = field(default_factory=dict)
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -136,6 +140,9 @@ class Client:
             time.sleep(0.001)
         measuring = False
         cpu0 = backend0 = 0.0
+        fast = self.container.ledger.fast
+        calls0 = fast.calls if fast else 0
+        fallbacks0 = dict(fast.fallbacks) if fast else {}
         while True:
             now = time.monotonic()
             if not measuring and now >= order.measure_from:
@@ -173,6 +180,13 @@ class Client:
             result.backend_cpu_s = proc_cpu_seconds(self.backend_pid) - backend0
         result.ops = ops
         result.latencies = lat
+        if fast is not None:
+            result.fast_calls = fast.calls - calls0
+            result.fallbacks = {
+                k: v - fallbacks0.get(k, 0)
+                for k, v in fast.fallbacks.items()
+                if v - fallbacks0.get(k, 0)
+            }
         return result
 
 

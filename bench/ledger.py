@@ -174,12 +174,23 @@ def run_phase(
             round(sum(r.backend_cpu_s for r in results) * 1000 / total, 3) if total else None
         ),
         "errors": errors,
+        "fast_path": _fast_path(results),
     }
     if first_error:
         record["first_error"] = first_error
     if any(r.exhausted for r in results):
         record["pool_exhausted"] = True
     return record
+
+
+def _fast_path(results: list[_workload.PhaseResult]) -> dict[str, Any]:
+    """How the calls went: through the one-call PostgreSQL functions, or back to the
+    Python path (by reason; KOPILKA_LEDGER_FAST_PATH=0 turns the fast path off)."""
+    fallbacks: dict[str, int] = {}
+    for r in results:
+        for k, v in r.fallbacks.items():
+            fallbacks[k] = fallbacks.get(k, 0) + v
+    return {"calls": sum(r.fast_calls for r in results), "fallbacks": fallbacks}
 
 
 def _cpu_fields(cpu: dict[str, float], tps: float) -> dict[str, Any]:

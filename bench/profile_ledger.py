@@ -2,7 +2,8 @@
 benchmark database (run bench/ledger.py first).
 
     .venv/bin/python bench/profile_ledger.py --op accrual --seconds 10
-    .venv/bin/python bench/profile_ledger.py --op redeem --no-pre-ping
+    .venv/bin/python bench/profile_ledger.py --op redeem --pre-ping
+    KOPILKA_LEDGER_FAST_PATH=0 .venv/bin/python bench/profile_ledger.py --op accrual
     .venv/bin/python bench/profile_ledger.py --op accrual --variant raw-pipeline
 
 Prints JSON lines: per-transaction wall time, Python CPU, PostgreSQL backend CPU, network
@@ -40,6 +41,7 @@ import _pg
 import _seed
 import _workload
 from _cpu import CLK_TCK
+from kopilka.adapters.db.engine import create_db_engine
 from kopilka.bootstrap import bootstrap
 from kopilka.services.context import Actor, Role
 from kopilka.settings import Settings
@@ -105,6 +107,11 @@ class Tracer:
         os.unlink(self.path)
 
 
+def fast_path_state(variant: str) -> bool | None:
+    """Whether the service ran LedgerService's one-call fast path (the default)."""
+    return Settings().ledger_fast_path if variant == "service" else None
+
+
 def backend_cpu(pid: int) -> float:
     return _workload.proc_cpu_seconds(pid)
 
@@ -125,7 +132,12 @@ def load_seed(database: str) -> tuple[str, _seed.Seeded]:
 def service_ops(
     url: str, seeded: _seed.Seeded, op: str, pre_ping: bool, tracer: Tracer
 ) -> tuple[Callable[[], None], int, Callable[[], Counter[str]], Callable[[], None]]:
-    engine = sa.create_engine(url, pool_size=1, max_overflow=1, pool_pre_ping=pre_ping)
+    # The application's engine (pool_recycle, no ping), or with the ping of older versions.
+    engine = (
+        sa.create_engine(url, pool_size=1, max_overflow=1, pool_pre_ping=True)
+        if pre_ping
+        else create_db_engine(url, pool_size=1)
+    )
     statements: Counter[str] = Counter()
 
     @event.listens_for(engine, "connect")
@@ -364,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=("service", "raw", "raw-pipeline", "raw-function"),
         default="service",
     )
-    ap.add_argument("--no-pre-ping", action="store_true", help="engine without pool_pre_ping")
+    ap.add_argument(
+        "--pre-ping", action="store_true", help="engine with pool_pre_ping (before 0010)"
+    )
     ap.add_argument("--no-cprofile", action="store_true", help="time only, no profiler")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
@@ -374,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     tracer = Tracer()
     if args.variant == "service":
         run, backend, statements, close = service_ops(
-            url, seeded, args.op, not args.no_pre_ping, tracer
+            url, seeded, args.op, args.pre_ping, tracer
         )
     else:
         if args.op != "accrual":
@@ -409,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
             "figure": "profile",
             "op": args.op,
             "variant": args.variant,
-            "pre_ping": not args.no_pre_ping if args.variant == "service" else None,
+            "pre_ping": args.pre_ping if args.variant == "service" else None,
+            "fast_path": fast_path_state(args.variant),
             "cprofile": profiler is not None,
             "txns": n,
             "tps_one_client": round(n / wall, 1),

@@ -25,3 +25,6 @@ class Settings(BaseSettings):
     # A stale idempotency key still "in progress" after this many seconds is taken over:
     # the first request died without finishing.
     idempotency_lock_seconds: int = 60
+    # PostgreSQL: accruals and redemptions as one call of a database function (one round
+    # trip) instead of a dozen statements; off = always the Python path.
+    ledger_fast_path: bool = True

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from kopilka.adapters.db.commerce_store import SqlCommerceStore as CommerceStore
     from kopilka.adapters.db.directory_store import SqlDirectoryStore as DirectoryStore
     from kopilka.adapters.db.ledger_store import SqlLedgerStore as LedgerStore
+    from kopilka.adapters.db.pg_ledger import PgLedgerFunctions as LedgerFunctions
     from kopilka.adapters.db.ttl_cache import TtlCache as Cache
 
 
@@ -37,6 +38,8 @@ class UnitOfWork(Protocol):
     def claim_key(self, tenant_id: uuid.UUID, key: str) -> bool: ...
 
     def execute(self, statement: Any, params: Any = None) -> Any: ...
+
+    def ledger_functions(self) -> LedgerFunctions | None: ...
 
 
 class UnitOfWorkFactory(Protocol):

@@ -14,6 +14,7 @@ from kopilka.adapters.db.directory_store import SqlDirectoryStore
 from kopilka.adapters.db.engine import WRITE_OPTION
 from kopilka.adapters.db.inflight import LocalInflight, try_pg_lock
 from kopilka.adapters.db.ledger_store import SqlLedgerStore
+from kopilka.adapters.db.pg_ledger import PgLedgerFunctions, functions_installed
 from kopilka.adapters.db.ttl_cache import TtlCache
 
 
@@ -49,7 +50,12 @@ class SqlUnitOfWork:
         assert self._conn is not None
         try:
             if not self.committed:
-                self._conn.rollback()
+                if exc_type is None and not self._write:
+                    # A read-only unit of work ends with COMMIT: psycopg forgets its prepared
+                    # statements on every ROLLBACK (and deallocates them on the server).
+                    self._conn.commit()
+                else:
+                    self._conn.rollback()
         finally:
             self._conn.close()
             for tenant_id, key in self._inflight:
@@ -80,6 +86,18 @@ class SqlUnitOfWork:
         assert self._conn is not None
         return self._conn.execute(statement, params)
 
+    def ledger_functions(self) -> PgLedgerFunctions | None:
+        """The ledger's one-call PostgreSQL functions on this connection; None on SQLite or
+        on a schema without them (the ledger then stays on its Python path)."""
+        assert self._conn is not None
+        if self._factory.ledger_functions is None:
+            self._factory.ledger_functions = self.dialect == "postgresql" and functions_installed(
+                self._conn
+            )
+        if not self._factory.ledger_functions:
+            return None
+        return PgLedgerFunctions(self._conn, self._factory.account_cache)
+
 
 class SqlUnitOfWorkFactory:
     """Makes units of work on one engine; shared caches live here, not in globals."""
@@ -91,6 +109,7 @@ class SqlUnitOfWorkFactory:
         self.program_cache: dict[Any, Any] = {}
         self.cache = TtlCache()
         self.local_inflight = LocalInflight()
+        self.ledger_functions: bool | None = None  # installed? checked on first use
 
     def __call__(self, *, write: bool = True) -> SqlUnitOfWork:
         return SqlUnitOfWork(self, write=write)

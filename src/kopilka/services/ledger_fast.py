@@ -1,0 +1,334 @@
+"""The PostgreSQL fast path of ``LedgerService.accrue`` and ``redeem``.
+
+The Python side does the cheap part (arguments, ids, lot dates from the tenant's policy,
+descriptions, the answer's template) and then makes ONE call of a PL/pgSQL function that does
+the rest in one implicit transaction: the idempotency claim and replay, the member's status,
+the account locks, the rows, and the balance for the answer (migration 0010). The answer and
+the rows are the very ones the Python path makes; ``tests/integration/test_ledger_fast_path.py``
+runs both on the same operations and compares them.
+
+A method returns ``None`` when the fast path does not apply (SQLite, explicit lot dates, a
+member in debt, due lots or lapsed holds to settle first, accounts not opened yet...): the
+caller then takes the Python path, which handles everything. ``FastLedger.fallbacks`` counts
+those by reason (the benchmark reports them).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+
+from kopilka.clock import Clock
+from kopilka.domain.errors import (
+    BusinessRuleViolation,
+    Conflict,
+    InsufficientPoints,
+    KopilkaError,
+    NotFound,
+    ValidationFailed,
+)
+from kopilka.domain.ledger.descriptions import describe
+from kopilka.domain.ledger.expiry import expires_at as policy_expiry
+from kopilka.domain.ledger.model import AccountKind, TxnKind
+from kopilka.ids import new_id
+from kopilka.services.context import Actor, load_tenant
+from kopilka.services.idempotency import MAX_KEY_LENGTH, request_hash
+from kopilka.services.ledger_book import last_day, local_date
+from kopilka.services.ledger_ops import CREDIT_COUNTER
+from kopilka.services.ports import UnitOfWorkFactory
+from kopilka.services.views import OperationResult
+
+EXPIRING_SOON_DAYS = 30  # services.ledger.EXPIRING_SOON_DAYS (not imported: ledger imports us)
+
+
+def _error(outcome: str, body: Any, points: int) -> KopilkaError | None:
+    """The exception the Python path raises for the same state (same code and message)."""
+    if outcome == "idempotency_in_progress":
+        return Conflict(
+            "A request with this Idempotency-Key is still being processed; retry later.",
+            code="idempotency_in_progress",
+        )
+    if outcome == "idempotency_key_reused":
+        return ValidationFailed(
+            "This Idempotency-Key was already used with a different request.",
+            code="idempotency_key_reused",
+        )
+    if outcome == "member_not_found":
+        return NotFound("Member not found.", code="member_not_found")
+    if outcome == "member_blocked":
+        return BusinessRuleViolation(
+            "The member is blocked: no points can be earned or spent.", code="member_blocked"
+        )
+    if outcome in ("member_merged", "member_erased"):
+        status = outcome.removeprefix("member_")
+        return BusinessRuleViolation(
+            f"The member profile is {status}; use the surviving profile.", code=outcome
+        )
+    if outcome == "insufficient_points":
+        available = int(body["available"])
+        return InsufficientPoints(
+            f"Not enough points: {available} available, {points} asked.",
+            extra={"available": available, "requested": points},
+        )
+    if outcome == "insufficient_spendable":
+        available = int(body["available"])
+        return InsufficientPoints(
+            f"Not enough spendable points: {available} of {points}.",
+            extra={"available": available, "requested": points},
+        )
+    return None
+
+
+class FastLedger:
+    """Accrual and redemption as one database call each (PostgreSQL only)."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+        self.uow_factory = uow_factory
+        self.clock = clock
+        self.calls = 0
+        self.fallbacks: Counter[str] = Counter()
+
+    def _finish(
+        self,
+        done: tuple[str, Any, int | None, dict[str, Any] | None],
+        response: dict[str, Any],
+        posting: int,
+        points: int,
+    ) -> OperationResult | None:
+        """The answer (the template completed with the function's figures, or the stored
+        answer of a replay), None for the Python path, or the error raised."""
+        outcome, body, balance_after, balance = done
+        if outcome == "ok":
+            assert balance is not None
+            response["transactions"][0]["postings"][posting]["balance_after"] = balance_after
+            response["balance"].update(balance)
+            return OperationResult.model_validate(response)
+        if outcome == "replay":
+            return OperationResult.model_validate(body)
+        if outcome.startswith("fallback"):
+            self.fallbacks[outcome.partition(":")[2] or "function"] += 1
+            return None
+        error = _error(outcome, body, points)
+        if error is None:  # pragma: no cover - a function newer than this caller
+            raise RuntimeError(f"unknown ledger function outcome {outcome!r}")
+        raise error
+
+    def _skip(self, reason: str) -> None:
+        self.fallbacks[reason] += 1
+
+    def accrue(
+        self,
+        actor: Actor,
+        member_id: uuid.UUID,
+        points: int,
+        *,
+        reason: str | None,
+        kind: TxnKind,
+        source_type: str,
+        source_id: str | None,
+        available_at: datetime | None,
+        expires_at: datetime | None,
+        pending_days: int | None,
+        currency: str | None,
+        idempotency_key: str | None,
+        body: dict[str, Any],
+    ) -> OperationResult | None:
+        """``LedgerService.accrue``; None: take the Python path."""
+        if available_at is not None or expires_at is not None:
+            self._skip("explicit_lot_dates")  # rare (admin API); the Python path checks them
+            return None
+        key = idempotency_key
+        if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+            self._skip("invalid_key")  # the Python path raises the error
+            return None
+        digest = request_hash(f"accrue:{kind}", body) if key is not None else None
+        with self.uow_factory(write=True) as uow:
+            calls = uow.ledger_functions()
+            if calls is None:
+                self._skip("unsupported_database")
+                return None
+            now = self.clock.now()
+            tenant = load_tenant(uow, actor.tenant_id)
+            cur = currency or tenant.points_currency
+            counter_kind = CREDIT_COUNTER.get(kind, AccountKind.ISSUED)
+            counter = calls.cached_account(tenant.id, counter_kind, cur)
+            if counter is None:
+                self._skip("cold_cache")  # the Python path opens and caches the accounts
+                return None
+            tz = tenant.timezone
+            days = tenant.pending_days if pending_days is None else pending_days
+            available = now + timedelta(days=days)
+            expires = policy_expiry(tenant.expiry_policy, now, tz)
+            pending = available > now
+            params: dict[str, Any] = {"reason": reason} if reason else {}
+            params["expires_on"] = last_day(expires, tz)
+            if pending:
+                params["available_on"] = local_date(available, tz)
+            txn_id = new_id()
+            member = str(member_id)
+            at = to_jsonable_python(now)
+            response = {
+                "transactions": [
+                    {
+                        "id": str(txn_id),
+                        "kind": kind.value,
+                        "member_id": member,
+                        "counterparty_member_id": None,
+                        "currency": cur,
+                        "amount": points,
+                        "reason": reason,
+                        "actor": actor.name,
+                        "source_type": source_type,
+                        "source_id": source_id,
+                        "reverses_id": None,
+                        "occurred_at": at,
+                        "recorded_at": at,
+                        "description": describe(kind.value, points, params),
+                        "postings": [
+                            {
+                                "account_kind": counter_kind.value,
+                                "member_id": None,
+                                "amount": -points,
+                                "balance_after": None,
+                            },
+                            {
+                                "account_kind": "pending" if pending else "wallet",
+                                "member_id": member,
+                                "amount": points,
+                                "balance_after": None,  # the function tells
+                            },
+                        ],
+                        "shortfall": 0,
+                        "details": {},
+                    }
+                ],
+                "balance": {"member_id": member, "currency": cur, "debt": 0, "as_of": at},
+                "hold": None,
+                "shortfall": 0,
+            }
+            self.calls += 1
+            done = calls.accrue(
+                tenant_id=tenant.id,
+                member_id=member_id,
+                currency=cur,
+                key=key,
+                request_hash=digest,
+                now=now,
+                txn_id=txn_id,
+                lot_id=new_id(),
+                kind=kind.value,
+                points=points,
+                actor=actor.name,
+                source_type=source_type,
+                source_id=source_id,
+                reason=reason,
+                params=params,
+                pending=pending,
+                available_at=available,
+                expires_at=expires,
+                counter_account=counter,
+                timezone=tz,
+                soon=now + timedelta(days=EXPIRING_SOON_DAYS),
+                response=response,
+            )
+            return self._finish(done, response, 1, points)
+
+    def redeem(
+        self,
+        actor: Actor,
+        member_id: uuid.UUID,
+        points: int,
+        *,
+        reason: str | None,
+        source_type: str,
+        source_id: str | None,
+        currency: str | None,
+        idempotency_key: str | None,
+        body: dict[str, Any],
+    ) -> OperationResult | None:
+        """``LedgerService.redeem``; None: take the Python path."""
+        key = idempotency_key
+        if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+            self._skip("invalid_key")
+            return None
+        digest = request_hash("redeem", body) if key is not None else None
+        with self.uow_factory(write=True) as uow:
+            calls = uow.ledger_functions()
+            if calls is None:
+                self._skip("unsupported_database")
+                return None
+            now = self.clock.now()
+            tenant = load_tenant(uow, actor.tenant_id)
+            cur = currency or tenant.points_currency
+            counter = calls.cached_account(tenant.id, AccountKind.REDEEMED, cur)
+            if counter is None:
+                self._skip("cold_cache")
+                return None
+            params: dict[str, Any] = {"reason": reason} if reason else {}
+            txn_id = new_id()
+            member = str(member_id)
+            at = to_jsonable_python(now)
+            response = {
+                "transactions": [
+                    {
+                        "id": str(txn_id),
+                        "kind": TxnKind.REDEMPTION.value,
+                        "member_id": member,
+                        "counterparty_member_id": None,
+                        "currency": cur,
+                        "amount": points,
+                        "reason": reason,
+                        "actor": actor.name,
+                        "source_type": source_type,
+                        "source_id": source_id,
+                        "reverses_id": None,
+                        "occurred_at": at,
+                        "recorded_at": at,
+                        "description": describe(TxnKind.REDEMPTION.value, points, params),
+                        "postings": [
+                            {
+                                "account_kind": "wallet",
+                                "member_id": member,
+                                "amount": -points,
+                                "balance_after": None,  # the function tells
+                            },
+                            {
+                                "account_kind": "redeemed",
+                                "member_id": None,
+                                "amount": points,
+                                "balance_after": None,
+                            },
+                        ],
+                        "shortfall": 0,
+                        "details": {},
+                    }
+                ],
+                "balance": {"member_id": member, "currency": cur, "debt": 0, "as_of": at},
+                "hold": None,
+                "shortfall": 0,
+            }
+            self.calls += 1
+            done = calls.redeem(
+                tenant_id=tenant.id,
+                member_id=member_id,
+                currency=cur,
+                key=key,
+                request_hash=digest,
+                now=now,
+                txn_id=txn_id,
+                points=points,
+                actor=actor.name,
+                source_type=source_type,
+                source_id=source_id,
+                reason=reason,
+                params=params,
+                counter_account=counter,
+                timezone=tenant.timezone,
+                soon=now + timedelta(days=EXPIRING_SOON_DAYS),
+                response=response,
+            )
+            return self._finish(done, response, 0, points)
