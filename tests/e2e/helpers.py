@@ -225,11 +225,162 @@ def build_world(client: TestClient, m: Merchant, *, serial_base: int, phone: str
     # slot:stamps
     # slot:families
     # slot:clubs
+    # A paid club joined by invitation, with the main member in it, paid for a month.
+    club = f"club-{serial_base}"
+    club_doc = {
+        "type": "discount",
+        "clubs": [
+            {
+                "code": club,
+                "name": "Club",
+                "join": "invitation",
+                "fee": {"amount": 29900, "period": "month"},
+            }
+        ],
+    }
+    ok(
+        client.put(
+            f"/v1/programs/clubs-{serial_base}", headers=m.headers(), json={"document": club_doc}
+        )
+    )
+    invitation = ok(
+        client.post(f"/v1/clubs/{club}/invitations", headers=m.headers(), json={}), 201
+    )["codes"][0]
+    member_clubs = f"/v1/members/{member['id']}/clubs"
+    ok(
+        client.post(
+            member_clubs,
+            headers=m.headers("pos"),
+            json={"club": club, "invitation_code": invitation},
+        ),
+        201,
+    )
+    ok(
+        client.post(
+            f"{member_clubs}/{club}/payments",
+            headers=m.headers(),
+            json={
+                "payment_id": f"pay-{serial_base}",
+                "amount": 29900,
+                "paid_at": "2026-01-15T09:00:00Z",
+            },
+        ),
+        201,
+    )
+    world.extra["club_code"] = club
     # slot:rewards
+    # A free gift (no points move), in stock at the outlet, ordered by the other member.
+    gift = ok(
+        client.post(
+            "/v1/rewards",
+            headers=m.headers(),
+            json={
+                "code": f"GIFT-{serial_base}",
+                "kind": "material",
+                "name": {"ru": "Кружка", "en": "Mug"},
+                "cost": 0,
+            },
+        ),
+        201,
+    )
+    ok(
+        client.put(
+            f"/v1/rewards/{gift['id']}/stock",
+            headers=m.headers(),
+            json={"location": "OUT-1", "quantity": 5},
+        )
+    )
+    world.extra["reward_id"] = gift["id"]
+    world.extra["order_id"] = ok(
+        client.post(
+            f"/v1/members/{other['id']}/reward-orders",
+            headers=m.headers("pos"),
+            json={"reward_id": gift["id"]},
+        ),
+        201,
+    )["id"]
     # slot:coupons
+    # A public promo code and a batch of two single-use codes.
+    world.extra["coupon_code"] = ok(
+        client.post(
+            "/v1/coupons",
+            headers=m.headers(),
+            json={"code": f"PROMO{serial_base}", "benefit": {"discount_percent": 10}},
+        ),
+        201,
+    )["code"]
+    world.extra["batch_id"] = ok(
+        client.post(
+            "/v1/coupon-batches",
+            headers=m.headers(),
+            json={"code": f"batch-{serial_base}", "count": 2, "benefit": {"discount_percent": 5}},
+        ),
+        201,
+    )["id"]
     # slot:giftcards
+    # A gift card of 1 000 roubles, sold and activated (its number names it in isolation cases).
+    gift = ok(
+        client.post(
+            "/v1/gift-cards",
+            headers=m.headers(),
+            json={
+                "amount": 100000,
+                "sale": {
+                    "outlet": "OUT-1",
+                    "receipt_number": f"G-{serial_base}",
+                    "sold_at": "2026-01-15T08:00:00Z",
+                },
+            },
+        ),
+        201,
+    )
+    ok(client.post(f"/v1/gift-cards/{gift['number']}/activate", headers=m.headers("pos"), json={}))
+    world.extra["gift_card_number"] = gift["number"]
     # slot:campaigns
+    # A draft campaign for a list of members (a draft changes no purchase).
+    campaign = f"camp-{serial_base}"
+    ok(
+        client.post(
+            "/v1/campaigns",
+            headers=m.headers(),
+            json={
+                "code": campaign,
+                "name": {"ru": "Весна", "en": "Spring"},
+                "audience": {"kind": "members"},
+                "budgets": {"points": 1000},
+                "rules": [{"id": "bonus", "effects": [{"points_fixed": 10}]}],
+            },
+        ),
+        201,
+    )
+    ok(
+        client.put(
+            f"/v1/campaigns/{campaign}/members",
+            headers=m.headers(),
+            json={"member_ids": [member["id"]]},
+        )
+    )
+    world.extra["campaign_code"] = campaign
     # slot:draws
+    # An open draw (its seed committed) over January.
+    draw = f"draw-{serial_base}"
+    ok(
+        client.post(
+            "/v1/draws",
+            headers=m.headers(),
+            json={
+                "code": draw,
+                "name": {"ru": "Розыгрыш", "en": "Draw"},
+                "starts_on": "2026-01-01",
+                "ends_on": "2026-01-31",
+                "draw_on": "2026-02-01",
+                "prizes": [{"rank": 1, "kind": "points", "points": 1000}],
+            },
+        ),
+        201,
+    )
+    ok(client.post(f"/v1/draws/{draw}/open", headers=m.headers()))
+    world.extra["draw_code"] = draw
     return world
 
 

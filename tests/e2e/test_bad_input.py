@@ -43,6 +43,7 @@ def _url(operation: str, w: World | None = None) -> str:
         "api_key_id": w.api_key_id,
         "number": w.card_number,
         "code": w.program_code,
+        **w.extra,
     }
     return route.path.format(**{p: values[p] for p in path_params(route.path)})
 

@@ -32,6 +32,7 @@ DEFAULT_ATTR = {
     # slot:clubs
     # slot:rewards
     # slot:coupons
+    "batch_id": "batch_id",
     # slot:giftcards
     # slot:campaigns
     # slot:draws
@@ -118,16 +119,164 @@ ISOLATION: dict[tuple[str, str], Case] = {
     ("POST", "/v1/programs/{code}/validate"): Case(lambda a: {"document": PROGRAM}, status=200),
     # loyalty mechanics
     # slot:tiers
+    ("GET", "/v1/members/{member_id}/tier"): _member(),
+    ("PUT", "/v1/members/{member_id}/tier"): Case(
+        lambda a: {"tier": "gold", "reason": "taken over"}, code="member_not_found"
+    ),
+    ("GET", "/v1/members/{member_id}/tier/history"): _member(),
     # slot:lifecycle
+    ("POST", "/v1/members/{member_id}/events"): Case(
+        lambda a: {"event_id": "iso-1", "name": "review_left"}, code="member_not_found"
+    ),
+    ("GET", "/v1/members/{member_id}/events"): _member(),
     # slot:referrals
+    ("GET", "/v1/members/{member_id}/referral"): _member(),
+    ("GET", "/v1/members/{member_id}/referrals"): _member(),
     # slot:stamps
+    ("GET", "/v1/members/{member_id}/stamps"): _member(),
+    ("POST", "/v1/members/{member_id}/stamps/adjustments"): Case(
+        lambda a: {"card": "coffee", "stamps": 1, "reason": "x"}, code="member_not_found"
+    ),
     # slot:families
+    ("POST", "/v1/members/{member_id}/family"): Case(
+        lambda a: {"name": "x"}, code="member_not_found"
+    ),
+    ("GET", "/v1/members/{member_id}/family"): _member(),
+    ("PATCH", "/v1/members/{member_id}/family"): Case(
+        lambda a: {"can_spend": False}, code="member_not_found"
+    ),
+    ("DELETE", "/v1/members/{member_id}/family"): _member(),
+    ("POST", "/v1/members/{member_id}/family/invitations"): Case(
+        lambda a: {}, code="member_not_found"
+    ),
+    ("POST", "/v1/members/{member_id}/family/join"): Case(
+        lambda a: {"code": "ABCD2345"}, code="member_not_found"
+    ),
+    ("POST", "/v1/members/{member_id}/transfers"): Case(
+        lambda a: {"to_member_id": a.other_member_id, "points": 10}, code="member_not_found"
+    ),
+    ("GET", "/v1/members/{member_id}/transfers"): _member(),
+    ("POST", "/v1/members/{member_id}/donations"): Case(
+        lambda a: {"charity": "fund", "points": 10}, code="member_not_found"
+    ),
     # slot:clubs
+    # A club is named by its code: A's key finds A's member or club by that name, never B's.
+    ("GET", "/v1/members/{member_id}/clubs"): _member(),
+    ("POST", "/v1/members/{member_id}/clubs"): Case(
+        lambda a: {"club": a.extra["club_code"]}, code="member_not_found"
+    ),
+    ("GET", "/v1/members/{member_id}/clubs/{code}"): Case(
+        attrs={"code": "club_code"}, code="member_not_found"
+    ),
+    ("DELETE", "/v1/members/{member_id}/clubs/{code}"): Case(
+        attrs={"code": "club_code"}, code="member_not_found"
+    ),
+    ("POST", "/v1/members/{member_id}/clubs/{code}/approve"): Case(
+        attrs={"code": "club_code"}, code="member_not_found"
+    ),
+    ("POST", "/v1/members/{member_id}/clubs/{code}/reject"): Case(
+        lambda a: {"reason": "x"}, attrs={"code": "club_code"}, code="member_not_found"
+    ),
+    ("POST", "/v1/members/{member_id}/clubs/{code}/cancel"): Case(
+        attrs={"code": "club_code"}, code="member_not_found"
+    ),
+    ("POST", "/v1/members/{member_id}/clubs/{code}/payments"): Case(
+        lambda a: {"payment_id": "iso-1", "amount": 29900, "paid_at": "2026-01-15T09:00:00Z"},
+        attrs={"code": "club_code"},
+        code="member_not_found",
+    ),
+    ("POST", "/v1/clubs/{code}/invitations"): Case(
+        lambda a: {"count": 1}, attrs={"code": "club_code"}, code="club_not_found"
+    ),
+    ("GET", "/v1/clubs/{code}/report"): Case(attrs={"code": "club_code"}, code="club_not_found"),
     # slot:rewards
+    ("GET", "/v1/rewards/{reward_id}"): Case(code="reward_not_found"),
+    ("PATCH", "/v1/rewards/{reward_id}"): Case(lambda a: {"cost": 1}, code="reward_not_found"),
+    ("PUT", "/v1/rewards/{reward_id}/stock"): Case(
+        lambda a: {"location": "OUT-1", "quantity": 0}, code="reward_not_found"
+    ),
+    ("POST", "/v1/rewards/{reward_id}/codes"): Case(
+        lambda a: {"codes": ["X-1"]}, code="reward_not_found"
+    ),
+    ("GET", "/v1/members/{member_id}/rewards"): _member(),
+    ("POST", "/v1/members/{member_id}/reward-orders"): Case(
+        lambda a: {"reward_id": a.extra["reward_id"]}, code="member_not_found"
+    ),
+    ("GET", "/v1/members/{member_id}/reward-orders"): _member(),
+    ("GET", "/v1/reward-orders/{order_id}"): Case(code="reward_order_not_found"),
+    ("POST", "/v1/reward-orders/{order_id}/ready"): Case(
+        lambda a: {"outlet": "OUT-1"}, code="reward_order_not_found"
+    ),
+    ("POST", "/v1/reward-orders/{order_id}/issue"): Case(code="reward_order_not_found"),
+    ("POST", "/v1/reward-orders/{order_id}/cancel"): Case(code="reward_order_not_found"),
     # slot:coupons
+    # A coupon is named by its code: A's key looks the code up among A's coupons only.
+    ("GET", "/v1/coupons/{code}"): Case(attrs={"code": "coupon_code"}, code="coupon_not_found"),
+    ("POST", "/v1/coupons/{code}/void"): Case(
+        attrs={"code": "coupon_code"}, code="coupon_not_found"
+    ),
+    ("GET", "/v1/coupon-batches/{batch_id}"): Case(code="coupon_batch_not_found"),
+    ("POST", "/v1/coupon-batches/{batch_id}/void"): Case(code="coupon_batch_not_found"),
+    ("GET", "/v1/coupon-batches/{batch_id}/codes.csv"): Case(code="coupon_batch_not_found"),
+    ("GET", "/v1/coupon-batches/{batch_id}/images"): Case(code="coupon_batch_not_found"),
+    ("POST", "/v1/members/{member_id}/coupons"): Case(
+        lambda a: {"benefit": {"discount_percent": 10}}, code="member_not_found"
+    ),
+    ("GET", "/v1/members/{member_id}/coupons"): _member(),
     # slot:giftcards
+    ("GET", "/v1/gift-cards/{number}"): Case(
+        attrs={"number": "gift_card_number"}, code="gift_card_not_found"
+    ),
+    ("POST", "/v1/gift-cards/{number}/activate"): Case(
+        lambda a: {}, attrs={"number": "gift_card_number"}, code="gift_card_not_found"
+    ),
+    ("POST", "/v1/gift-cards/{number}/block"): Case(
+        lambda a: {"reason": "x"}, attrs={"number": "gift_card_number"}, code="gift_card_not_found"
+    ),
+    ("POST", "/v1/gift-cards/{number}/unblock"): Case(
+        attrs={"number": "gift_card_number"}, code="gift_card_not_found"
+    ),
+    ("POST", "/v1/gift-cards/{number}/reissue"): Case(
+        lambda a: {}, attrs={"number": "gift_card_number"}, code="gift_card_not_found"
+    ),
     # slot:campaigns
+    # A campaign is named by its code: A's key finds only A's campaigns by that name.
+    ("GET", "/v1/campaigns/{code}"): Case(
+        attrs={"code": "campaign_code"}, code="campaign_not_found"
+    ),
+    ("PATCH", "/v1/campaigns/{code}"): Case(
+        lambda a: {"name": {"ru": "Чужая", "en": "Taken over"}},
+        attrs={"code": "campaign_code"},
+        code="campaign_not_found",
+    ),
+    **{
+        ("POST", f"/v1/campaigns/{{code}}/{action}"): Case(
+            attrs={"code": "campaign_code"}, code="campaign_not_found"
+        )
+        for action in ("schedule", "pause", "resume", "end", "preview")
+    },
+    ("GET", "/v1/campaigns/{code}/budget"): Case(
+        attrs={"code": "campaign_code"}, code="campaign_not_found"
+    ),
+    ("PUT", "/v1/campaigns/{code}/members"): Case(
+        lambda a: {"member_ids": [a.member_id]},
+        attrs={"code": "campaign_code"},
+        code="campaign_not_found",
+    ),
+    ("GET", "/v1/campaigns/{code}/control-group"): Case(
+        attrs={"code": "campaign_code"}, code="campaign_not_found"
+    ),
     # slot:draws
+    # A draw is named by its code: A's key looks the code up among A's draws only.
+    ("GET", "/v1/draws/{code}"): Case(attrs={"code": "draw_code"}, code="draw_not_found"),
+    ("POST", "/v1/draws/{code}/open"): Case(attrs={"code": "draw_code"}, code="draw_not_found"),
+    ("POST", "/v1/draws/{code}/freeze"): Case(attrs={"code": "draw_code"}, code="draw_not_found"),
+    ("POST", "/v1/draws/{code}/run"): Case(attrs={"code": "draw_code"}, code="draw_not_found"),
+    ("GET", "/v1/draws/{code}/public"): Case(attrs={"code": "draw_code"}, code="draw_not_found"),
+    ("GET", "/v1/draws/{code}/entries.jsonl"): Case(
+        attrs={"code": "draw_code"}, code="draw_not_found"
+    ),
+    ("GET", "/v1/members/{member_id}/draw-entries"): _member(),
 }
 
 

@@ -558,3 +558,35 @@ def test_program_names(name: Any, expected: dict[str, str]) -> None:
 def test_rule_names_default_to_the_id() -> None:
     program = compile_program(with_rule(), "p", 1)
     assert program.rules[0].name == {"ru": "r", "en": "r"}
+
+
+def test_mechanics_keys_must_not_repeat() -> None:
+    problems = validate_document(
+        {
+            "type": "bonus",
+            "events": [{"name": "review_left"}, {"name": "review_left"}],
+            "clubs": [
+                {"code": "vip", "name": "VIP", "join": "open"},
+                {"code": "vip", "name": "VIP 2", "join": "open"},
+            ],
+            "stamp_cards": [
+                {
+                    "id": "coffee",
+                    "lines": {"category": "coffee"},
+                    "stamps": 6,
+                    "reward": {"free_item": {}},
+                },
+                {
+                    "id": "coffee",
+                    "lines": {"category": "tea"},
+                    "stamps": 6,
+                    "reward": {"free_item": {}},
+                },
+            ],
+        }
+    )
+    assert [(p["path"], p["code"]) for p in problems] == [
+        (["events", 1, "name"], "duplicate_name"),
+        (["clubs", 1, "code"], "duplicate_code"),
+        (["stamp_cards", 1, "id"], "duplicate_id"),
+    ]

@@ -53,6 +53,9 @@ def problem(
     if extra:
         body.update({k: v for k, v in extra.items() if k not in body})
     headers = {}
+    retry_after = (extra or {}).get("retry_after")
+    if isinstance(retry_after, int) and not isinstance(retry_after, bool):
+        headers["Retry-After"] = str(max(retry_after, 0))  # 429s and retryable 409s
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(

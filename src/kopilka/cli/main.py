@@ -281,6 +281,31 @@ def import_members(
         raise typer.Exit(code=1)
 
 
+@import_app.command("tiers")
+def import_tiers(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    tenant: Annotated[str, typer.Option(help="Tenant name")],
+    program: Annotated[
+        str | None, typer.Option(help="The program with tiers (default: the first in force)")
+    ] = None,
+) -> None:
+    """Set members' tiers from CSV (member_id, external_id, phone or card; tier; optional
+    locked_until and note); nothing is loaded from a file with errors, and loading the same
+    file again changes nothing."""
+    c = _container()
+    try:
+        actor = _tenant_actor(c, tenant)
+        report = c.tiers.import_csv(actor, file, program=program)
+    except KopilkaError as exc:
+        raise _fail(exc) from exc
+    for line, column, message in report.errors:
+        typer.echo(f"line {line}: {column}: {message}", err=True)
+    if report.errors:
+        typer.echo(f"nothing imported: {len(report.errors)} errors", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"imported {report.changed} tiers; {report.unchanged} unchanged")
+
+
 # ---- catalogue and programs -------------------------------------------------------------
 @import_app.command("products")
 def import_products(
@@ -301,6 +326,27 @@ def import_products(
         typer.echo(f"nothing imported: {len(problems)} errors", err=True)
         raise typer.Exit(code=1)
     typer.echo(f"imported {count} products")
+
+
+@import_app.command("stock")
+def import_stock(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    tenant: Annotated[str, typer.Option(help="Tenant name")],
+) -> None:
+    """Set reward stock levels from CSV (code or sku, location, quantity, and optionally
+    low_stock_threshold); nothing is loaded from a file with errors."""
+    c = _container()
+    try:
+        actor = _tenant_actor(c, tenant)
+        count, problems = c.rewards.import_stock(actor, file)
+    except KopilkaError as exc:
+        raise _fail(exc) from exc
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        typer.echo(f"nothing imported: {len(problems)} errors", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"imported {count} stock levels")
 
 
 def _read_document(file: Path) -> object:
@@ -413,6 +459,59 @@ def import_receipts(
         typer.echo(json.dumps(report.to_json()))
         raise typer.Exit(code=1)
     typer.echo(json.dumps(report.to_json()))
+
+
+# ---- draws (slot:draws) -----------------------------------------------------------------
+draw_app = typer.Typer(help="Prize draws.", no_args_is_help=True)
+app.add_typer(draw_app, name="draw")
+
+
+@draw_app.command("verify")
+def draw_verify(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+) -> None:
+    """Re-run a published draw offline from its JSON (GET /v1/draws/CODE/public): the seed
+    against its hash, the entries against theirs, the winners against the pick. Exit 1 when
+    anything differs or is missing, 2 when the file is not a publication."""
+    from pydantic import ValidationError
+
+    from kopilka.domain.draws.fairness import Publication, verify
+
+    try:
+        publication = Publication.model_validate_json(file.read_bytes())
+    except ValidationError as exc:
+        typer.echo(f"error: {file} is not a draw publication:", err=True)
+        for err in exc.errors()[:20]:
+            typer.echo(f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", err=True)
+        raise typer.Exit(code=2) from exc
+    report = verify(publication)
+    entries = len(publication.entries or [])
+    typer.echo(f"draw {publication.code} ({publication.algorithm}), {entries} entries")
+    checks = (
+        (report.seed_matches, "the seed matches its published hash"),
+        (report.entries_hash_matches, "the entries match their published hash"),
+        (report.winners_match, f"the winners match the re-run: {len(report.winners)} drawn"),
+    )
+    for passed, text in checks:
+        if passed is not None:
+            typer.echo(f"{'ok  ' if passed else 'FAIL'} {text}")
+    if report.winners_match is False:
+        published = {w.slot: w for w in publication.winners}
+        for w in report.winners:
+            p = published.get(w.slot)
+            if p is None or p.entry != w.entry or p.member != w.member:
+                shown = f"entry {p.entry} ({p.member})" if p is not None else "nothing"
+                typer.echo(
+                    f"  slot {w.slot}: published {shown}, re-run: entry {w.entry} ({w.member})"
+                )
+        for slot in sorted(set(published) - {w.slot for w in report.winners}):
+            typer.echo(f"  slot {slot}: published, but the re-run leaves it empty")
+    for problem in report.problems:
+        typer.echo(f"FAIL {problem}")
+    if not report.ok:
+        typer.echo("NOT VERIFIED")
+        raise typer.Exit(code=1)
+    typer.echo("verified: the published winners are the ones this draw gives")
 
 
 # ---- demo --------------------------------------------------------------------------------

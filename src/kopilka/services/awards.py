@@ -135,7 +135,10 @@ def void_award(
     if award["transaction_id"] is not None:
         original = uow.ledger.get_transaction(tenant.id, award["transaction_id"])
         if original is not None:
-            book = MemberBook(uow, tenant, member_id, actor, now, currency=original.currency)
+            # The holder the reward was booked on (a family pool, say), not where the member
+            # is now.
+            holder = original.member_id or member_id
+            book = MemberBook(uow, tenant, holder, actor, now, currency=original.currency)
             reversal = reverse_credit(
                 book,
                 original,

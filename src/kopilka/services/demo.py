@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from kopilka.bootstrap import Container
+from kopilka.domain.coupons.terms import PromoCodeInput
 from kopilka.domain.errors import NotFound
+from kopilka.domain.rewards.definition import RewardDefinition
 from kopilka.services.catalog import ProductInput
 from kopilka.services.context import Actor, Role
+from kopilka.services.rewards import StockInput
 
 DEMO_TENANT = "Demo Coffee"
 DEMO_PROGRAM = {
@@ -39,7 +42,95 @@ DEMO_PROGRAM = {
             "when": {"qty_gte": {"of": {"category": "drinks/coffee"}, "value": 3}},
             "effects": [{"gift": {"sku": "CROISSANT", "name": "Круассан"}}],
         },
+        {
+            "id": "gold-x2",
+            "name": {"ru": "Золото: баллы ×2", "en": "Gold: x2 points"},
+            "when": {"tier_in": ["gold"]},
+            "effects": [{"points_multiplier": 2}],
+        },
+        {
+            "id": "birthday-10",
+            "name": {"ru": "Скидка 10% в день рождения", "en": "10% off on your birthday"},
+            "when": {"birthday_window": {"days": 3}},
+            "effects": [{"discount_percent": 10}],
+        },
+        {
+            "id": "vip-5",
+            "name": {"ru": "Клуб гурманов: скидка 5%", "en": "Gourmet club: 5% off"},
+            "when": {"club_in": ["gourmet"]},
+            "effects": [{"discount_percent": 5}],
+        },
     ],
+    # The loyalty mechanics (docs/tiers.md, lifecycle.md, referrals.md, stamps.md,
+    # families.md, clubs.md).
+    "tiers": {
+        "metric": "spent",
+        "window": {"kind": "rolling", "days": 365},
+        "levels": [
+            {"code": "silver", "name": {"ru": "Серебро", "en": "Silver"}, "threshold": 0},
+            {"code": "gold", "name": {"ru": "Золото", "en": "Gold"}, "threshold": 1500000},
+        ],
+        "upgrade_applies_to_crossing_receipt": True,
+        "downgrade": {"policy": "one_level", "grace_days": 30},
+    },
+    "lifecycle": {
+        "welcome": {"points": 100, "on": "enrolment"},
+        "birthday": {"points": 300, "days_after": 3},
+        "win_back": {"inactive_days": 60, "points": 150, "period_days": 365},
+    },
+    "events": [
+        {
+            "name": "review_left",
+            "label": {"ru": "Отзыв о покупке", "en": "Review left"},
+            "points": 50,
+            "caps": {"day": 1, "month": 5},
+        }
+    ],
+    "referral": {
+        "referrer": {"points": 300},
+        "referee": {"points": 200},
+        "trigger": "first_purchase",
+        "min_purchase": 50000,
+        "pending_days": 14,
+        "monthly_cap": 10,
+    },
+    "stamp_cards": [
+        {
+            "id": "coffee",
+            "name": {"ru": "Кофейная карта", "en": "Coffee card"},
+            "lines": {"category": "drinks/coffee"},
+            "stamps": 6,
+            "reward": {"free_item": {}},
+        }
+    ],
+    "family": {"max_members": 4, "leave_split": "contributed"},
+    "transfers": {"enabled": True, "min_points": 10, "max_points_per_month": 5000},
+    "donations": {
+        "enabled": True,
+        "charities": [{"code": "shelter", "name": {"ru": "Приют «Дом»", "en": "Home Shelter"}}],
+    },
+    "clubs": [
+        {
+            "code": "gourmet",
+            "name": {"ru": "Клуб гурманов", "en": "Gourmet club"},
+            "join": "invitation",
+            "fee": {"amount": 29900, "period": "month", "grace_days": 7},
+        }
+    ],
+}
+DEMO_REWARD = {
+    "code": "mug",
+    "kind": "material",
+    "name": {"ru": "Фирменная кружка", "en": "Branded mug"},
+    "cost": 1500,
+    "cost_by_tier": {"gold": 1200},
+}
+DEMO_PROMO = {
+    "code": "WELCOME10",
+    "benefit": {"discount_percent": 10},
+    "name": {"ru": "Скидка 10% на первый заказ", "en": "10% off your first order"},
+    "min_basket": 30000,
+    "per_member": 1,
 }
 DEMO_PRODUCTS = [
     ProductInput(sku="LATTE", name="Латте", category="drinks/coffee", price=25000),
@@ -100,7 +191,10 @@ def seed_demo(c: Container, keys_file: Path | None = None) -> dict[str, str]:
         c.programs.publish(actor, "coffee", DEMO_PROGRAM)
         for i, data in enumerate(DEMO_MEMBERS):
             member = c.members.enroll(actor, data)
-            c.ledger.accrue(actor, member.id, 500 * (i + 1), reason="Welcome bonus")
+            c.ledger.accrue(actor, member.id, 500 * (i + 1), reason="Opening balance")
+        reward = c.rewards.create(actor, RewardDefinition.model_validate(DEMO_REWARD))
+        c.rewards.set_stock(actor, reward.id, StockInput(location="MSK-001", quantity=20))
+        c.coupons.create_promo(actor, PromoCodeInput.model_validate(DEMO_PROMO))
     admin = c.tenants.create_api_key(actor, Role.ADMIN, name="demo admin")
     pos = c.tenants.create_api_key(actor, Role.POS, outlet_code="MSK-001", name="demo till")
     keys = {"admin": admin.key, "pos": pos.key}

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from kopilka.adapters.db.mechanics.families import wallet_holder
 from kopilka.clock import Clock
 from kopilka.domain.errors import BusinessRuleViolation, Conflict, InsufficientPoints, NotFound
 from kopilka.domain.ledger.descriptions import describe
@@ -20,6 +21,7 @@ from kopilka.ids import new_id
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
 from kopilka.services.ledger_book import MemberBook
+from kopilka.services.ledger_fast import FastLedger
 from kopilka.services.ledger_ops import (
     CREDIT_COUNTER,
     Shortfall,
@@ -74,9 +76,13 @@ def _check_points(points: int) -> None:
 class LedgerService:
     """Ledger operations; each is one database transaction, idempotent on its key."""
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, clock: Clock, *, fast_path: bool = True
+    ) -> None:
         self.uow_factory = uow_factory
         self.clock = clock
+        # On PostgreSQL, accruals and redemptions as one database call (ledger_fast.py).
+        self.fast = FastLedger(uow_factory, clock) if fast_path else None
 
     # ---- plumbing ----------------------------------------------------------------------
     def _write(
@@ -147,6 +153,24 @@ class LedgerService:
             "currency": currency,
             "source": [source_type, source_id],
         }
+        if self.fast is not None:
+            done = self.fast.accrue(
+                actor,
+                member_id,
+                points,
+                reason=reason,
+                kind=kind,
+                source_type=source_type,
+                source_id=source_id,
+                available_at=available_at,
+                expires_at=expires_at,
+                pending_days=pending_days,
+                currency=currency,
+                idempotency_key=idempotency_key,
+                body=body,
+            )
+            if done is not None:
+                return done
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             _ensure_member_can_transact(uow, tenant.id, member_id)
@@ -190,6 +214,20 @@ class LedgerService:
             "currency": currency,
             "source": [source_type, source_id],
         }
+        if self.fast is not None:
+            done = self.fast.redeem(
+                actor,
+                member_id,
+                points,
+                reason=reason,
+                source_type=source_type,
+                source_id=source_id,
+                currency=currency,
+                idempotency_key=idempotency_key,
+                body=body,
+            )
+            if done is not None:
+                return done
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             _ensure_member_can_transact(uow, tenant.id, member_id)
@@ -316,7 +354,7 @@ class LedgerService:
             row = {
                 "id": hold_id,
                 "tenant_id": tenant.id,
-                "member_id": member_id,
+                "member_id": book.member_id,  # the holder: a family's pool holds its holds
                 "currency": book.currency,
                 "amount": points,
                 "captured": 0,
@@ -522,9 +560,10 @@ class LedgerService:
                 raise NotFound("Member not found.", code="member_not_found")
             now = self.clock.now()
             cur = currency or tenant.points_currency
-            accounts = uow.ledger.lock_member_accounts(tenant.id, member_id, cur, lock=False)
-            lots = uow.ledger.open_lots(tenant.id, member_id, cur)
-            returning = lapsed_hold_points(uow, tenant.id, member_id, cur, accounts, now)
+            holder = wallet_holder(uow, tenant.id, member_id)  # a family member sees the pool
+            accounts = uow.ledger.lock_member_accounts(tenant.id, holder, cur, lock=False)
+            lots = uow.ledger.open_lots(tenant.id, holder, cur)
+            returning = lapsed_hold_points(uow, tenant.id, holder, cur, accounts, now)
             return balance_view(tenant, member_id, cur, accounts, lots, now, returning)
 
     def transaction(self, actor: Actor, transaction_id: uuid.UUID) -> TransactionView:

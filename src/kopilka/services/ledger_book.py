@@ -53,6 +53,14 @@ class MemberBook:
     ) -> None:
         self.uow = uow
         self.tenant = tenant
+        # The person the operation is for; ``member_id`` is whose accounts hold their points:
+        # a family's pool while they are in one (see adapters/db/mechanics/families.py).
+        # Callers passing ``accounts`` have chosen the holder themselves.
+        self.person_id = member_id
+        if accounts is None:
+            from kopilka.adapters.db.mechanics import families  # here: no import cycle
+
+            member_id = families.wallet_holder(uow, tenant.id, member_id)
         self.member_id = member_id
         self.actor = actor
         self.now = now
@@ -67,6 +75,8 @@ class MemberBook:
                 accounts = uow.ledger.lock_member_accounts(tenant.id, member_id, self.currency)
             if not accounts:
                 raise NotFound("Member not found.", code="member_not_found")
+            if member_id == self.person_id:  # joined a family while we waited for the lock?
+                families.check_still_own(uow, tenant.id, member_id, accounts)
         self.accounts = accounts
         self.plan = plan if plan is not None else LedgerPlan()
         for account in accounts.values():
@@ -110,6 +120,12 @@ class MemberBook:
         all_params = dict(params or {})
         if reason:
             all_params.setdefault("reason", reason)
+        if self.person_id != self.member_id and kind not in (TxnKind.EXPIRY, TxnKind.ACTIVATION):
+            # A family member's operation on the pool: named, so it shows in their own
+            # history (as counterparty) and counts as theirs when the family splits. The
+            # clock's work is the pool's, whoever's operation happened to settle it.
+            all_params.setdefault("family_member", str(self.person_id))
+            counterparty = counterparty or self.person_id
         return NewTransaction(
             id=new_id(),
             kind=kind.value,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from kopilka.adapters.db.mechanics.families import pool_of
 from kopilka.clock import Clock
 from kopilka.domain.errors import (
     BusinessRuleViolation,
@@ -583,6 +584,13 @@ class MemberService:
             now = self.clock.now()
             survivor = self._active(uow, tenant.id, survivor_id, allow_blocked=True)
             duplicate = self._active(uow, tenant.id, duplicate_id, allow_blocked=True)
+            for person in (survivor_id, duplicate_id):
+                # A pool is shared: merging would move the family's points, not the person's.
+                if pool_of(uow, tenant.id, person).family_id is not None:
+                    raise Conflict(
+                        "A member of a family cannot be merged; leave the family first.",
+                        code="member_in_family",
+                    )
             if uow.ledger.active_holds_of(tenant.id, duplicate_id):
                 raise Conflict(
                     "The duplicate has points on hold; capture or release them first.",

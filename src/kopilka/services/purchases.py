@@ -33,6 +33,7 @@ from kopilka.domain.rules.facts import Context, Line, MemberFacts
 from kopilka.domain.rules.money import QTY_STEP, line_amount
 from kopilka.ids import new_id
 from kopilka.services.context import Actor, Role, Tenant, load_tenant
+from kopilka.services.families import SpendGate, refund_holder, spend_gate
 from kopilka.services.idempotency import request_hash
 from kopilka.services.ledger import balance_view
 from kopilka.services.ledger_book import MemberBook
@@ -556,8 +557,14 @@ class PurchaseService:
             if spent_back and spend_txn_id:
                 original = uow.ledger.get_transaction(tenant.id, uuid.UUID(spend_txn_id))
                 assert original is not None
-                book = self._book(
-                    uow, tenant, actor, receipt["member_id"], original.currency, books, now
+                book = self._book(  # slot:families - on the holder of the original
+                    uow,
+                    tenant,
+                    actor,
+                    refund_holder(uow, receipt, original),
+                    original.currency,
+                    books,
+                    now,
                 )
                 made.append(
                     str(
@@ -577,8 +584,14 @@ class PurchaseService:
                 original = uow.ledger.get_transaction(tenant.id, uuid.UUID(txn_id))
                 assert original is not None
                 program = programs[program_code]
-                book = self._book(
-                    uow, tenant, actor, receipt["member_id"], original.currency, books, now
+                book = self._book(  # slot:families - on the holder of the original
+                    uow,
+                    tenant,
+                    actor,
+                    refund_holder(uow, receipt, original),
+                    original.currency,
+                    books,
+                    now,
                 )
                 policy = (
                     Shortfall.DEBT
@@ -817,7 +830,9 @@ class PurchaseService:
         books: dict[str, MemberBook] = {}
         balance = None
         facts = None
+        family: SpendGate | None = None  # slot:families:spend - the pool, may they spend it
         if member is not None:
+            family = spend_gate(uow, tenant.id, member["id"], request.redeem_points)
             currencies = {p.currency for p in programs} or {tenant.points_currency}
             for currency in sorted(currencies):
                 if lock:
@@ -826,9 +841,9 @@ class PurchaseService:
                     balances[currency] = max(book.wallet.balance, 0)
                 else:
                     accounts = uow.ledger.lock_member_accounts(
-                        tenant.id, member["id"], currency, lock=False
+                        tenant.id, family.holder, currency, lock=False
                     )
-                    lots = uow.ledger.open_lots(tenant.id, member["id"], currency)
+                    lots = uow.ledger.open_lots(tenant.id, family.holder, currency)
                     view = balance_view(tenant, member["id"], currency, accounts, lots, now)
                     balances[currency] = view.available
                     if currency == tenant.points_currency:
@@ -836,6 +851,8 @@ class PurchaseService:
             facts = self.member_facts(
                 uow, tenant, member, balances.get(tenant.points_currency, 0), now
             )
+            if not family.can_spend:  # slot:families:spend - sees the pool, cannot pay with it
+                balances = dict.fromkeys(balances, 0)
         programs = self._with_extra_rules(uow, tenant, member, facts, request, occurred, programs)
         closed = [p for p in programs if p.settings.members_of_club]
         if closed:  # a closed program applies only to its club's members
@@ -855,7 +872,7 @@ class PurchaseService:
             region=outlet["region"],
             channel=request.channel,
             payment_method=request.payment_method,
-            coupons=frozenset(c.upper() for c in request.coupons),
+            coupons=frozenset(c.strip().upper() for c in request.coupons),
             member=facts,
         )
         evaluation = evaluate(
@@ -887,6 +904,8 @@ class PurchaseService:
             writing=lock,
             balances=balances,
         )
+        if family is not None and family.family_id is not None:  # slot:families:spend
+            found.extras["family"] = family.answer()
         if member is not None and self.hooks:
             for hook in self.hooks:
                 revised = hook.revise(uow, found)
@@ -1012,7 +1031,7 @@ class PurchaseService:
                     {
                         "id": hold_id,
                         "tenant_id": tenant.id,
-                        "member_id": member["id"],
+                        "member_id": book.member_id,  # the holder (a family's pool)
                         "currency": program.currency,
                         "amount": ev.points_redeemed,
                         "captured": 0,

@@ -391,6 +391,15 @@ coupons = sa.Table(
     sa.Column("source_type", sa.String(24), nullable=False),
     sa.Column("source_id", sa.String(128)),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    # slot:coupons - added by the coupons feature (migration 0012); inserts that predate it
+    # get a personal single-use coupon with the default terms.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="personal"),
+    sa.Column("batch_id", sa.Uuid),  # coupon_batches.id for the codes of a batch
+    sa.Column("uses_total", sa.Integer, server_default="1"),  # NULL: no total limit
+    sa.Column("per_member", sa.Integer),  # uses per member (public codes); NULL: no limit
+    sa.Column("terms", Json),  # scope, outlets, channels...; NULL: the batch's or defaults
+    sa.Column("voided_at", UtcDateTime),
     sa.UniqueConstraint("tenant_id", "code"),
     sa.Index(None, "tenant_id", "member_id"),
+    sa.Index(None, "tenant_id", "batch_id", "code"),
 )

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from kopilka.domain.clubs.settings import ClubSettings
+from kopilka.domain.coupons.settings import CouponSettings
 from kopilka.domain.errors import ErrorCollector
 from kopilka.domain.families.settings import DonationSettings, FamilySettings, TransferSettings
 from kopilka.domain.ledger.expiry import CalendarExpiry, NeverExpires, RollingExpiry
@@ -124,6 +125,8 @@ class ProgramSettings(_Strict):
     clubs: list[ClubSettings] = Field(default_factory=list, max_length=100)
     # A closed program: its rules apply only to members of this club.
     members_of_club: str | None = Field(default=None, min_length=1, max_length=64)
+    # Coupons and promo codes: refunds, how many per receipt (domain/coupons/settings.py).
+    coupons: CouponSettings = Field(default_factory=CouponSettings)
     rules: list[Any] = Field(default_factory=list, max_length=2000)
 
 
@@ -352,6 +355,23 @@ def compile_rules(raw_rules: Sequence[Any], errors: ErrorCollector) -> list[Comp
     return compiled
 
 
+def _check_unique_keys(settings: ProgramSettings, errors: ErrorCollector) -> None:
+    """Names the mechanics look things up by must not repeat within a document."""
+    lists: list[tuple[str, str, list[str]]] = [
+        ("events", "name", [e.name for e in settings.events]),
+        ("clubs", "code", [c.code for c in settings.clubs]),
+        ("stamp_cards", "id", [c.id for c in settings.stamp_cards]),
+    ]
+    for section, key, values in lists:
+        seen: set[str] = set()
+        for i, value in enumerate(values):
+            if value in seen:
+                errors.add(
+                    (section, i, key), f"'{value}' is used twice in {section}.", f"duplicate_{key}"
+                )
+            seen.add(value)
+
+
 def validate_document(document: Any) -> list[dict[str, Any]]:
     """Every problem in ``document``, each ``{"path": [...], "message", "code"}``."""
     errors = ErrorCollector()
@@ -386,6 +406,8 @@ def _compile(
         settings = None
     raw_rules = document.get("rules", [])
     rules = compile_rules(raw_rules if isinstance(raw_rules, list) else [], errors)
+    if settings is not None:
+        _check_unique_keys(settings, errors)
     for tier, pct in settings.redemption.max_percent_by_tier.items() if settings else []:
         if not isinstance(pct, int) or not 0 <= pct <= 100:
             errors.add(("redemption", "max_percent_by_tier", tier), "0 to 100.", "invalid")

@@ -419,6 +419,12 @@ def _max_redeemable(
     settings = program.settings.redemption
     if balance <= 0 or balance < settings.min_balance:
         return 0
+    return max(0, min(balance, _redeemable_cap(program, states, ctx)))
+
+
+def _redeemable_cap(program: CompiledProgram, states: list[_LineState], ctx: Context) -> int:
+    """The most points the lines may take, whatever the balance."""
+    settings = program.settings.redemption
     percent = settings.max_percent
     if ctx.member is not None and ctx.member.tier in settings.max_percent_by_tier:
         percent = settings.max_percent_by_tier[ctx.member.tier]
@@ -430,7 +436,7 @@ def _max_redeemable(
         for s in states
         if not s.line.no_discount
     )
-    return max(0, min(balance, cap_money // settings.point_value, by_line))
+    return min(cap_money // settings.point_value, by_line)
 
 
 def _spread_points(points: int, point_value: int, states: list[_LineState]) -> None:
@@ -535,3 +541,121 @@ def _earn(
             )
         )
     return sum(final.values())
+
+
+# ---- discounts added after evaluation ----------------------------------------------------
+def discount_room(line: Line, result: LineResult) -> int:
+    """How much more discount a line may take: never below its ``min_price`` floor, none
+    on a ``no_discount`` line (both are legal limits). The programs' percent caps are not
+    applied: they bound promotions, not rewards a member has earned."""
+    if line.no_discount:
+        return 0
+    floor = 0
+    if line.min_price is not None:
+        floor = min(line.amount, line_amount(line.min_price, line.qty))
+    return max(0, line.amount - floor - result.discount)
+
+
+def add_line_discounts(
+    evaluation: Evaluation,
+    programs: Sequence[CompiledProgram],
+    lines: Sequence[Line],
+    ctx: Context,
+    effects: Sequence[tuple[AppliedEffect, dict[int, int]]],
+    *,
+    redeem: Redeem = None,
+) -> None:
+    """Discount lines after evaluation (e.g. a stamp card's free item), in place, and redo
+    what depends on discounts: paying with points, then earning.
+
+    ``effects`` pairs each new :class:`AppliedEffect` with the discount it gives per line
+    position (an index into ``lines``). Each amount is held to :func:`discount_room`; the
+    effect's ``discount``, ``lines`` and ``details`` are set to what the lines took. The
+    discounts come before paying with points (like a rule's): the points are spread again,
+    ``"max"`` follows the new maximum, and a number above it is refused as in
+    :func:`evaluate`. Points are earned again with the rules chosen before, so every
+    invariant of an evaluation holds. ``evaluate``'s caller may have changed the evaluation
+    afterwards (e.g. an anonymous receipt earns nothing): that is for it to do again.
+    """
+    if not effects:
+        return
+    states = [
+        _LineState(line, result, 0, 0) for line, result in zip(lines, evaluation.lines, strict=True)
+    ]
+    for state in states:  # paid with points after discounts: spread again below
+        state.result.points_spent = 0
+        state.result.points_money = 0
+    added: list[AppliedEffect] = []
+    for effect, wanted in effects:
+        given: dict[int, int] = {}
+        for position, amount in sorted(wanted.items()):
+            state = states[position]
+            take = max(0, min(amount, discount_room(state.line, state.result)))
+            if take:
+                state.result.discount += take
+                given[position] = take
+        effect.discount = sum(given.values())
+        effect.lines = [states[i].line.index for i in sorted(given)]
+        effect.details = {
+            **effect.details,
+            "per_line": {str(states[i].line.index): given[i] for i in sorted(given)},
+        }
+        added.append(effect)
+    # After the discounts of the evaluation and before its points and actions.
+    at = next(
+        (
+            i
+            for i, a in enumerate(evaluation.applied)
+            if a.kind in POINTS_EFFECTS or a.kind in ("gift", "issue_coupon")
+        ),
+        len(evaluation.applied),
+    )
+    applied = [*evaluation.applied[:at], *added, *evaluation.applied[at:]]
+
+    redeemed = 0
+    program = next((p for p in programs if p.code == evaluation.points_program), None)
+    max_redeemable = 0
+    if program is not None and evaluation.max_redeemable > 0:
+        # The balance (and min_balance) allowed the old maximum; lines only got cheaper.
+        max_redeemable = max(
+            0, min(evaluation.max_redeemable, _redeemable_cap(program, states, ctx))
+        )
+    if redeem == "max":
+        redeemed = max_redeemable
+    elif isinstance(redeem, int) and redeem > 0:
+        if redeem > max_redeemable:
+            raise BusinessRuleViolation(
+                f"At most {max_redeemable} points can pay for this receipt.",
+                code="redeem_exceeds_max",
+                extra={"max_redeemable": max_redeemable},
+            )
+        redeemed = redeem
+    if redeemed:
+        _spread_points(redeemed, evaluation.point_value, states)
+    evaluation.max_redeemable = max_redeemable
+    evaluation.points_redeemed = redeemed
+
+    for state in states:
+        state.result.points_earned = {}
+    earned: dict[str, int] = {}
+    fresh: dict[str, list[AppliedEffect]] = {}
+    for prog in programs:
+        by_id = {rule.id: rule for rule in prog.rules}
+        chosen = [
+            (by_id[rule_id], [i for i, line in enumerate(lines) if by_id[rule_id].lines(line)])
+            for rule_id in evaluation.rules_by_program.get(prog.code, [])
+            if rule_id in by_id
+        ]
+        fresh[prog.code] = []
+        earned[prog.code] = _earn(prog, chosen, states, fresh[prog.code])
+    # The points effects are replaced where they stood, program by program.
+    rebuilt: list[AppliedEffect] = []
+    for entry in applied:
+        if entry.kind not in POINTS_EFFECTS:
+            rebuilt.append(entry)
+        elif entry.program in fresh:
+            rebuilt += fresh.pop(entry.program)
+    for rest in fresh.values():
+        rebuilt += rest
+    evaluation.applied = rebuilt
+    evaluation.earned_by_program = {code: earned.get(code, 0) for code in earned}

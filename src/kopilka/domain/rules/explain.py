@@ -22,7 +22,7 @@ def format_money(minor: int, currency: str = "RUB") -> str:
 
 
 def _points_ru(n: int) -> str:
-    """"1 балл", "2 балла", "5 баллов"."""
+    """ "1 балл", "2 балла", "5 баллов"."""
     return f"{n} " + ("балл", "балла", "баллов")[ru_plural(n)]
 
 
