@@ -10,9 +10,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from kopilka.adapters.db.mechanics.families import wallet_holder
+from kopilka.adapters.db.mechanics.families import pool_of, wallet_holder
 from kopilka.clock import Clock
 from kopilka.domain.errors import BusinessRuleViolation, Conflict, InsufficientPoints, NotFound
+from kopilka.domain.families.rules import TEXTS as FAMILY_TEXTS
 from kopilka.domain.ledger.descriptions import describe
 from kopilka.domain.ledger.lots import LotStatus
 from kopilka.domain.ledger.model import AccountKind, TxnKind
@@ -63,6 +64,19 @@ def _ensure_member_can_transact(
         raise BusinessRuleViolation(
             f"The member profile is {member['status']}; use the surviving profile.",
             code=f"member_{member['status']}",
+        )
+
+
+def ensure_may_spend(uow: UnitOfWork, book: MemberBook) -> None:
+    """A family member spends the pool only if the owner allows it (no query otherwise)."""
+    if (
+        book.person_id != book.member_id
+        and not pool_of(uow, book.tenant.id, book.person_id).can_spend
+    ):
+        raise BusinessRuleViolation(
+            "The family's owner has not allowed this member to pay with points.",
+            code="family_spend_not_allowed",
+            extra={"reason": dict(FAMILY_TEXTS["spend_not_allowed"])},
         )
 
 
@@ -232,6 +246,7 @@ class LedgerService:
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             _ensure_member_can_transact(uow, tenant.id, member_id)
             book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
+            ensure_may_spend(uow, book)
             book.settle()
             txn = book.new_txn(
                 TxnKind.REDEMPTION,
@@ -340,6 +355,7 @@ class LedgerService:
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             _ensure_member_can_transact(uow, tenant.id, member_id)
             book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
+            ensure_may_spend(uow, book)
             book.settle()
             hold_id = new_id()
             txn = book.new_txn(

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kopilka.adapters.db import outbox
+from kopilka.adapters.db.mechanics.families import pool_of
 from kopilka.adapters.db.mechanics.rewards import RewardStore
 from kopilka.clock import Clock
 from kopilka.domain.errors import (
@@ -71,7 +72,7 @@ from kopilka.domain.rules.facts import MemberFacts
 from kopilka.ids import new_id
 from kopilka.services.context import Actor, Role, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
-from kopilka.services.ledger import balance_view, lapsed_hold_points
+from kopilka.services.ledger import balance_view, ensure_may_spend, lapsed_hold_points
 from kopilka.services.ledger_book import MemberBook
 from kopilka.services.ledger_ops import refund_spend
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
@@ -788,6 +789,7 @@ class RewardService:
         units = request.quantity
         # The member's accounts are locked from here: their limit and balance hold still.
         book = MemberBook(uow, tenant, member["id"], actor, now, currency=row["currency"])
+        ensure_may_spend(uow, book)  # a family member needs the owner's leave
         book.settle()
         facts = self.purchases.member_facts(uow, tenant, member, max(book.wallet.balance, 0), now)
         if not is_visible(definition, facts, now):
@@ -1210,11 +1212,16 @@ def _line_number(problem: str) -> int:
 def _available(
     uow: UnitOfWork, tenant: Tenant, member_id: uuid.UUID, currency: str, now: datetime
 ) -> int:
-    """Spendable points now, counting what the clock has made due (as the balance does)."""
-    accounts = uow.ledger.lock_member_accounts(tenant.id, member_id, currency, lock=False)
-    lots = uow.ledger.open_lots(tenant.id, member_id, currency)
-    returning = lapsed_hold_points(uow, tenant.id, member_id, currency, accounts, now)
-    return balance_view(tenant, member_id, currency, accounts, lots, now, returning).available
+    """Spendable points now, counting what the clock has made due (as the balance does);
+    a family member's are the pool's, and none if the owner does not let them spend."""
+    pool = pool_of(uow, tenant.id, member_id)
+    if not pool.can_spend:
+        return 0
+    holder = pool.holder
+    accounts = uow.ledger.lock_member_accounts(tenant.id, holder, currency, lock=False)
+    lots = uow.ledger.open_lots(tenant.id, holder, currency)
+    returning = lapsed_hold_points(uow, tenant.id, holder, currency, accounts, now)
+    return balance_view(tenant, holder, currency, accounts, lots, now, returning).available
 
 
 def _member_usage(
