@@ -387,9 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     url, seeded = load_seed(args.database)
     tracer = Tracer()
     if args.variant == "service":
-        run, backend, statements, close = service_ops(
-            url, seeded, args.op, args.pre_ping, tracer
-        )
+        run, backend, statements, close = service_ops(url, seeded, args.op, args.pre_ping, tracer)
     else:
         if args.op != "accrual":
             ap.error("the raw variants replay an accrual only")

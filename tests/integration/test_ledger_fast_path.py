@@ -542,6 +542,17 @@ def test_one_key_three_times_at_once_through_the_fast_path(
     assert_verified(container)
 
 
-def test_the_functions_are_there_on_postgresql_only(container: Container) -> None:
-    with container.uow_factory(write=False) as uow:
-        assert uow.ledger_functions() is not None
+def test_the_functions_are_installed_by_the_migrations(container: Container) -> None:
+    assert container.uow_factory.ledger_functions() is not None
+    # Plans fixed once per session and by index whatever the tables' sizes were then.
+    with container.engine.connect() as conn:
+        settings = conn.execute(
+            sa.text(
+                "SELECT proname, proconfig FROM pg_proc WHERE proname IN "
+                "('kopilka_ledger_accrue', 'kopilka_ledger_redeem') ORDER BY proname"
+            )
+        ).all()
+    assert [(r.proname, sorted(r.proconfig)) for r in settings] == [
+        (name, ["enable_seqscan=off", "plan_cache_mode=force_generic_plan"])
+        for name in ("kopilka_ledger_accrue", "kopilka_ledger_redeem")
+    ]

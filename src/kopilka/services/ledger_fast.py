@@ -1,7 +1,8 @@
 """The PostgreSQL fast path of ``LedgerService.accrue`` and ``redeem``.
 
 The Python side does the cheap part (arguments, ids, lot dates from the tenant's policy,
-descriptions, the answer's template) and then makes ONE call of a PL/pgSQL function that does
+descriptions, the answer's template), opens no unit of work (the tenant and the tenant's
+account ids come from the process caches), and makes ONE call of a PL/pgSQL function that does
 the rest in one implicit transaction: the idempotency claim and replay, the member's status,
 the account locks, the rows, and the balance for the answer (migration 0010). The answer and
 the rows are the very ones the Python path makes; ``tests/integration/test_ledger_fast_path.py``
@@ -18,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_jsonable_python
 
@@ -35,12 +36,15 @@ from kopilka.domain.ledger.descriptions import describe
 from kopilka.domain.ledger.expiry import expires_at as policy_expiry
 from kopilka.domain.ledger.model import AccountKind, TxnKind
 from kopilka.ids import new_id
-from kopilka.services.context import Actor, load_tenant
+from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import MAX_KEY_LENGTH, request_hash
 from kopilka.services.ledger_book import last_day, local_date
 from kopilka.services.ledger_ops import CREDIT_COUNTER
 from kopilka.services.ports import UnitOfWorkFactory
 from kopilka.services.views import OperationResult
+
+if TYPE_CHECKING:
+    from kopilka.adapters.db.pg_ledger import PgLedgerFunctions as LedgerFunctions
 
 EXPIRING_SOON_DAYS = 30  # services.ledger.EXPIRING_SOON_DAYS (not imported: ledger imports us)
 
@@ -120,6 +124,21 @@ class FastLedger:
     def _skip(self, reason: str) -> None:
         self.fallbacks[reason] += 1
 
+    def _open(self, actor: Actor, key: str | None) -> tuple[LedgerFunctions, Tenant] | None:
+        """The functions and the caller's tenant, or None (and why) for the Python path."""
+        if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+            self._skip("invalid_key")  # the Python path raises the error
+            return None
+        calls = self.uow_factory.ledger_functions()
+        if calls is None:
+            self._skip("unsupported_database")
+            return None
+        tenant = calls.cache.get(("tenant", actor.tenant_id))  # load_tenant's cache entry
+        if not isinstance(tenant, Tenant):
+            with self.uow_factory(write=False) as uow:  # a miss: read (and cache) it first
+                tenant = load_tenant(uow, actor.tenant_id)
+        return calls, tenant
+
     def accrue(
         self,
         actor: Actor,
@@ -142,100 +161,95 @@ class FastLedger:
             self._skip("explicit_lot_dates")  # rare (admin API); the Python path checks them
             return None
         key = idempotency_key
-        if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
-            self._skip("invalid_key")  # the Python path raises the error
+        opened = self._open(actor, key)
+        if opened is None:
             return None
+        calls, tenant = opened
         digest = request_hash(f"accrue:{kind}", body) if key is not None else None
-        with self.uow_factory(write=True) as uow:
-            calls = uow.ledger_functions()
-            if calls is None:
-                self._skip("unsupported_database")
-                return None
-            now = self.clock.now()
-            tenant = load_tenant(uow, actor.tenant_id)
-            cur = currency or tenant.points_currency
-            counter_kind = CREDIT_COUNTER.get(kind, AccountKind.ISSUED)
-            counter = calls.cached_account(tenant.id, counter_kind, cur)
-            if counter is None:
-                self._skip("cold_cache")  # the Python path opens and caches the accounts
-                return None
-            tz = tenant.timezone
-            days = tenant.pending_days if pending_days is None else pending_days
-            available = now + timedelta(days=days)
-            expires = policy_expiry(tenant.expiry_policy, now, tz)
-            pending = available > now
-            params: dict[str, Any] = {"reason": reason} if reason else {}
-            params["expires_on"] = last_day(expires, tz)
-            if pending:
-                params["available_on"] = local_date(available, tz)
-            txn_id = new_id()
-            member = str(member_id)
-            at = to_jsonable_python(now)
-            response = {
-                "transactions": [
-                    {
-                        "id": str(txn_id),
-                        "kind": kind.value,
-                        "member_id": member,
-                        "counterparty_member_id": None,
-                        "currency": cur,
-                        "amount": points,
-                        "reason": reason,
-                        "actor": actor.name,
-                        "source_type": source_type,
-                        "source_id": source_id,
-                        "reverses_id": None,
-                        "occurred_at": at,
-                        "recorded_at": at,
-                        "description": describe(kind.value, points, params),
-                        "postings": [
-                            {
-                                "account_kind": counter_kind.value,
-                                "member_id": None,
-                                "amount": -points,
-                                "balance_after": None,
-                            },
-                            {
-                                "account_kind": "pending" if pending else "wallet",
-                                "member_id": member,
-                                "amount": points,
-                                "balance_after": None,  # the function tells
-                            },
-                        ],
-                        "shortfall": 0,
-                        "details": {},
-                    }
-                ],
-                "balance": {"member_id": member, "currency": cur, "debt": 0, "as_of": at},
-                "hold": None,
-                "shortfall": 0,
-            }
-            self.calls += 1
-            done = calls.accrue(
-                tenant_id=tenant.id,
-                member_id=member_id,
-                currency=cur,
-                key=key,
-                request_hash=digest,
-                now=now,
-                txn_id=txn_id,
-                lot_id=new_id(),
-                kind=kind.value,
-                points=points,
-                actor=actor.name,
-                source_type=source_type,
-                source_id=source_id,
-                reason=reason,
-                params=params,
-                pending=pending,
-                available_at=available,
-                expires_at=expires,
-                counter_account=counter,
-                timezone=tz,
-                soon=now + timedelta(days=EXPIRING_SOON_DAYS),
-                response=response,
-            )
-            return self._finish(done, response, 1, points)
+        now = self.clock.now()
+        cur = currency or tenant.points_currency
+        counter_kind = CREDIT_COUNTER.get(kind, AccountKind.ISSUED)
+        counter = calls.cached_account(tenant.id, counter_kind, cur)
+        if counter is None:
+            self._skip("cold_cache")  # the Python path opens and caches the accounts
+            return None
+        tz = tenant.timezone
+        days = tenant.pending_days if pending_days is None else pending_days
+        available = now + timedelta(days=days)
+        expires = policy_expiry(tenant.expiry_policy, now, tz)
+        pending = available > now
+        params: dict[str, Any] = {"reason": reason} if reason else {}
+        params["expires_on"] = last_day(expires, tz)
+        if pending:
+            params["available_on"] = local_date(available, tz)
+        txn_id = new_id()
+        member = str(member_id)
+        at = to_jsonable_python(now)
+        response = {
+            "transactions": [
+                {
+                    "id": str(txn_id),
+                    "kind": kind.value,
+                    "member_id": member,
+                    "counterparty_member_id": None,
+                    "currency": cur,
+                    "amount": points,
+                    "reason": reason,
+                    "actor": actor.name,
+                    "source_type": source_type,
+                    "source_id": source_id,
+                    "reverses_id": None,
+                    "occurred_at": at,
+                    "recorded_at": at,
+                    "description": describe(kind.value, points, params),
+                    "postings": [
+                        {
+                            "account_kind": counter_kind.value,
+                            "member_id": None,
+                            "amount": -points,
+                            "balance_after": None,
+                        },
+                        {
+                            "account_kind": "pending" if pending else "wallet",
+                            "member_id": member,
+                            "amount": points,
+                            "balance_after": None,  # the function tells
+                        },
+                    ],
+                    "shortfall": 0,
+                    "details": {},
+                }
+            ],
+            "balance": {"member_id": member, "currency": cur, "debt": 0, "as_of": at},
+            "hold": None,
+            "shortfall": 0,
+        }
+        self.calls += 1
+        done = calls.accrue(
+            tenant_id=tenant.id,
+            member_id=member_id,
+            currency=cur,
+            key=key,
+            request_hash=digest,
+            now=now,
+            txn_id=txn_id,
+            lot_id=new_id(),
+            kind=kind.value,
+            points=points,
+            actor=actor.name,
+            source_type=source_type,
+            source_id=source_id,
+            reason=reason,
+            params=params,
+            pending=pending,
+            available_at=available,
+            expires_at=expires,
+            counter_account=counter,
+            timezone=tz,
+            soon=now + timedelta(days=EXPIRING_SOON_DAYS),
+            response=response,
+        )
+        return self._finish(done, response, 1, points)
 
     def redeem(
         self,
@@ -252,83 +266,78 @@ class FastLedger:
     ) -> OperationResult | None:
         """``LedgerService.redeem``; None: take the Python path."""
         key = idempotency_key
-        if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
-            self._skip("invalid_key")
+        opened = self._open(actor, key)
+        if opened is None:
             return None
+        calls, tenant = opened
         digest = request_hash("redeem", body) if key is not None else None
-        with self.uow_factory(write=True) as uow:
-            calls = uow.ledger_functions()
-            if calls is None:
-                self._skip("unsupported_database")
-                return None
-            now = self.clock.now()
-            tenant = load_tenant(uow, actor.tenant_id)
-            cur = currency or tenant.points_currency
-            counter = calls.cached_account(tenant.id, AccountKind.REDEEMED, cur)
-            if counter is None:
-                self._skip("cold_cache")
-                return None
-            params: dict[str, Any] = {"reason": reason} if reason else {}
-            txn_id = new_id()
-            member = str(member_id)
-            at = to_jsonable_python(now)
-            response = {
-                "transactions": [
-                    {
-                        "id": str(txn_id),
-                        "kind": TxnKind.REDEMPTION.value,
-                        "member_id": member,
-                        "counterparty_member_id": None,
-                        "currency": cur,
-                        "amount": points,
-                        "reason": reason,
-                        "actor": actor.name,
-                        "source_type": source_type,
-                        "source_id": source_id,
-                        "reverses_id": None,
-                        "occurred_at": at,
-                        "recorded_at": at,
-                        "description": describe(TxnKind.REDEMPTION.value, points, params),
-                        "postings": [
-                            {
-                                "account_kind": "wallet",
-                                "member_id": member,
-                                "amount": -points,
-                                "balance_after": None,  # the function tells
-                            },
-                            {
-                                "account_kind": "redeemed",
-                                "member_id": None,
-                                "amount": points,
-                                "balance_after": None,
-                            },
-                        ],
-                        "shortfall": 0,
-                        "details": {},
-                    }
-                ],
-                "balance": {"member_id": member, "currency": cur, "debt": 0, "as_of": at},
-                "hold": None,
-                "shortfall": 0,
-            }
-            self.calls += 1
-            done = calls.redeem(
-                tenant_id=tenant.id,
-                member_id=member_id,
-                currency=cur,
-                key=key,
-                request_hash=digest,
-                now=now,
-                txn_id=txn_id,
-                points=points,
-                actor=actor.name,
-                source_type=source_type,
-                source_id=source_id,
-                reason=reason,
-                params=params,
-                counter_account=counter,
-                timezone=tenant.timezone,
-                soon=now + timedelta(days=EXPIRING_SOON_DAYS),
-                response=response,
-            )
-            return self._finish(done, response, 0, points)
+        now = self.clock.now()
+        cur = currency or tenant.points_currency
+        counter = calls.cached_account(tenant.id, AccountKind.REDEEMED, cur)
+        if counter is None:
+            self._skip("cold_cache")
+            return None
+        params: dict[str, Any] = {"reason": reason} if reason else {}
+        txn_id = new_id()
+        member = str(member_id)
+        at = to_jsonable_python(now)
+        response = {
+            "transactions": [
+                {
+                    "id": str(txn_id),
+                    "kind": TxnKind.REDEMPTION.value,
+                    "member_id": member,
+                    "counterparty_member_id": None,
+                    "currency": cur,
+                    "amount": points,
+                    "reason": reason,
+                    "actor": actor.name,
+                    "source_type": source_type,
+                    "source_id": source_id,
+                    "reverses_id": None,
+                    "occurred_at": at,
+                    "recorded_at": at,
+                    "description": describe(TxnKind.REDEMPTION.value, points, params),
+                    "postings": [
+                        {
+                            "account_kind": "wallet",
+                            "member_id": member,
+                            "amount": -points,
+                            "balance_after": None,  # the function tells
+                        },
+                        {
+                            "account_kind": "redeemed",
+                            "member_id": None,
+                            "amount": points,
+                            "balance_after": None,
+                        },
+                    ],
+                    "shortfall": 0,
+                    "details": {},
+                }
+            ],
+            "balance": {"member_id": member, "currency": cur, "debt": 0, "as_of": at},
+            "hold": None,
+            "shortfall": 0,
+        }
+        self.calls += 1
+        done = calls.redeem(
+            tenant_id=tenant.id,
+            member_id=member_id,
+            currency=cur,
+            key=key,
+            request_hash=digest,
+            now=now,
+            txn_id=txn_id,
+            points=points,
+            actor=actor.name,
+            source_type=source_type,
+            source_id=source_id,
+            reason=reason,
+            params=params,
+            counter_account=counter,
+            timezone=tenant.timezone,
+            soon=now + timedelta(days=EXPIRING_SOON_DAYS),
+            response=response,
+        )
+        return self._finish(done, response, 0, points)

@@ -1,10 +1,11 @@
 """The ledger's PostgreSQL fast path: an accrual or a redemption as ONE call of a PL/pgSQL
-function (migration 0010) on the unit of work's own psycopg connection.
+function (migration 0010) on a psycopg connection from the engine's pool.
 
-The call runs in autocommit, so the function's statements are one implicit transaction and
-the write costs one round trip: no BEGIN, no COMMIT, no SQLAlchemy per statement. The
-statements are prepared once per connection (psycopg keeps them while the connection lives).
-The service layer builds the arguments and reads the outcome; see services/ledger_fast.py.
+The call runs in autocommit on a pooled connection checked out for it, so the function's
+statements are one implicit transaction and the write costs one round trip: no BEGIN, no
+COMMIT, no SQLAlchemy per statement. The statement is prepared once per connection (psycopg
+keeps it while the connection lives). The service layer builds the arguments and reads the
+outcome; see services/ledger_fast.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import psycopg
 import sqlalchemy as sa
 
 from kopilka.adapters.db.inflight import advisory_key
+from kopilka.adapters.db.ttl_cache import TtlCache
 from kopilka.domain.ledger.model import AccountKind
 
 # The function contract this caller speaks (migration 0010's VERSION).
@@ -47,24 +49,29 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def functions_installed(conn: sa.Connection) -> bool:
+def functions_installed(engine: sa.Engine) -> bool:
     """Whether the database has the functions this caller expects (an older schema does
     not: the service then stays on the Python path)."""
-    found = conn.exec_driver_sql(
-        "SELECT to_regproc('kopilka_ledger_functions_version') IS NOT NULL"
-    ).scalar_one()
-    if not found:
-        return False
-    version = conn.exec_driver_sql("SELECT kopilka_ledger_functions_version()").scalar_one()
-    return bool(version == FUNCTIONS_VERSION)
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            "SELECT to_regproc('kopilka_ledger_functions_version') IS NOT NULL"
+        ).scalar_one()
+        if not found:
+            return False
+        version = conn.exec_driver_sql("SELECT kopilka_ledger_functions_version()").scalar_one()
+        return bool(version == FUNCTIONS_VERSION)
 
 
 class PgLedgerFunctions:
-    """Calls the ledger functions on one SQLAlchemy connection's psycopg connection."""
+    """Calls the ledger functions, each call on a pooled connection of its own; also lends
+    the service the process caches it needs on that path (no unit of work is opened)."""
 
-    def __init__(self, conn: sa.Connection, account_cache: dict[Any, uuid.UUID]) -> None:
-        self._conn = conn
+    def __init__(
+        self, engine: sa.Engine, account_cache: dict[Any, uuid.UUID], cache: TtlCache
+    ) -> None:
+        self._engine = engine
         self._account_cache = account_cache
+        self.cache = cache  # the unit of work's TTL cache (tenants, see load_tenant)
 
     def cached_account(
         self, tenant_id: uuid.UUID, kind: AccountKind, currency: str
@@ -74,34 +81,31 @@ class PgLedgerFunctions:
         return self._account_cache.get((tenant_id, kind, currency))
 
     def _call(self, sql: bytes, params: tuple[Any, ...]) -> Outcome:
-        conn = self._conn
-        pooled = conn.connection
+        # A bare pool checkout: a unit of work's SQLAlchemy connection costs more Python
+        # time than the call itself, and nothing else runs in this transaction.
+        pooled = self._engine.raw_connection()
         raw: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
-        # One cursor per pooled connection, kept with it (the pool's record outlives checkouts).
-        cursor: psycopg.Cursor[Any] | None = pooled.info.get(_CURSOR)
-        if cursor is None or cursor.closed:
-            cursor = pooled.info[_CURSOR] = raw.cursor()
-        # Usually nothing ran before on this unit of work: the call is its own transaction.
-        # After a cache miss (tenant, account ids) the reads opened one: the call joins it
-        # and commits it on success, the unit of work rolls it back otherwise.
-        joined = conn.in_transaction()
         try:
-            if joined:
+            # One cursor per pooled connection, kept with it (the pool's record outlives
+            # checkouts and is cleared when the connection is replaced).
+            cursor: psycopg.Cursor[Any] | None = pooled.info.get(_CURSOR)
+            if cursor is None or cursor.closed:
+                cursor = pooled.info[_CURSOR] = raw.cursor()
+            # Autocommit for this one statement: the function's statements are one
+            # implicit transaction, and the write is one round trip (no BEGIN, no COMMIT).
+            raw.autocommit = True
+            try:
                 row = cursor.execute(sql, params, prepare=True).fetchone()
-            else:
-                raw.autocommit = True
-                try:
-                    row = cursor.execute(sql, params, prepare=True).fetchone()
-                finally:
-                    if not raw.closed:
-                        raw.autocommit = False
+            finally:
+                if not raw.closed:
+                    raw.autocommit = False
         except psycopg.Error:
             if raw.broken:
-                conn.invalidate()  # a dead connection must not go back to the pool
+                pooled.invalidate()  # a dead connection must not go back to the pool
             raise
+        finally:
+            pooled.close()
         assert row is not None
-        if joined and row[0] == "ok":
-            conn.commit()
         return row[0], row[1], row[2], row[3]
 
     def accrue(

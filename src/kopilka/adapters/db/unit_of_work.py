@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -86,18 +86,6 @@ class SqlUnitOfWork:
         assert self._conn is not None
         return self._conn.execute(statement, params)
 
-    def ledger_functions(self) -> PgLedgerFunctions | None:
-        """The ledger's one-call PostgreSQL functions on this connection; None on SQLite or
-        on a schema without them (the ledger then stays on its Python path)."""
-        assert self._conn is not None
-        if self._factory.ledger_functions is None:
-            self._factory.ledger_functions = self.dialect == "postgresql" and functions_installed(
-                self._conn
-            )
-        if not self._factory.ledger_functions:
-            return None
-        return PgLedgerFunctions(self._conn, self._factory.account_cache)
-
 
 class SqlUnitOfWorkFactory:
     """Makes units of work on one engine; shared caches live here, not in globals."""
@@ -109,7 +97,22 @@ class SqlUnitOfWorkFactory:
         self.program_cache: dict[Any, Any] = {}
         self.cache = TtlCache()
         self.local_inflight = LocalInflight()
-        self.ledger_functions: bool | None = None  # installed? checked on first use
+        # The ledger's PostgreSQL functions: None until checked, False when absent.
+        self._ledger_functions: PgLedgerFunctions | Literal[False] | None = None
 
     def __call__(self, *, write: bool = True) -> SqlUnitOfWork:
         return SqlUnitOfWork(self, write=write)
+
+    def ledger_functions(self) -> PgLedgerFunctions | None:
+        """The ledger's one-call PostgreSQL functions (the ledger's fast path, outside any
+        unit of work); None on SQLite or on a schema without them."""
+        if self._ledger_functions is None:
+            installed = self.engine.dialect.name == "postgresql" and functions_installed(
+                self.engine
+            )
+            self._ledger_functions = (
+                PgLedgerFunctions(self.engine, self.account_cache, self.cache)
+                if installed
+                else False
+            )
+        return self._ledger_functions or None

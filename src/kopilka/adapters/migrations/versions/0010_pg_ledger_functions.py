@@ -98,33 +98,34 @@ _OPEN = r"""
 # no debt (dates in the tenant's zone, "expiring on" = the last local day the points can be
 # used); then the caller's answer template, completed, stored for replays.
 _BALANCE = r"""
-    live AS (
-        SELECT s.remaining, s.available_at, s.expires_at,
-               (s.status = 'pending' AND s.available_at > p_now) AS later
-          FROM ({lots}) AS s
-         WHERE (s.status = 'pending' OR (s.status = 'active' AND s.remaining > 0))
-           AND (s.expires_at IS NULL OR s.expires_at > p_now)
-    ), figures AS (
+    figures AS (
         SELECT jsonb_build_object(
-            'available', coalesce(sum(v.remaining) FILTER (WHERE NOT v.later), 0)::bigint,
-            'pending', coalesce(sum(v.remaining) FILTER (WHERE v.later), 0)::bigint,
+            'available', coalesce(sum(g.amount) FILTER (WHERE NOT g.later), 0)::bigint,
+            'pending', coalesce(sum(g.amount) FILTER (WHERE g.later), 0)::bigint,
             'held', v_held,
-            'expiring_soon', coalesce((
-                SELECT jsonb_agg(jsonb_build_object('on', e.d, 'amount', e.a) ORDER BY e.d)
-                  FROM (SELECT to_char((x.expires_at - interval '1 microsecond')
-                                       AT TIME ZONE p_tz, 'YYYY-MM-DD') AS d,
-                               sum(x.remaining)::bigint AS a
-                          FROM live x
-                         WHERE NOT x.later AND x.expires_at <= p_soon AND x.remaining > 0
-                         GROUP BY 1) e), '[]'::jsonb),
-            'next_pending', coalesce((
-                SELECT jsonb_agg(jsonb_build_object('on', n.d, 'amount', n.a) ORDER BY n.d)
-                  FROM (SELECT to_char(y.available_at AT TIME ZONE p_tz, 'YYYY-MM-DD') AS d,
-                               sum(y.remaining)::bigint AS a
-                          FROM live y
-                         WHERE y.later
-                         GROUP BY 1) n), '[]'::jsonb)) AS figures
-          FROM live v
+            'expiring_soon', coalesce(
+                jsonb_agg(jsonb_build_object('on', g.day, 'amount', g.amount) ORDER BY g.day)
+                    FILTER (WHERE NOT g.later AND g.day IS NOT NULL), '[]'::jsonb),
+            'next_pending', coalesce(
+                jsonb_agg(jsonb_build_object('on', g.day, 'amount', g.amount) ORDER BY g.day)
+                    FILTER (WHERE g.later), '[]'::jsonb)) AS figures
+          FROM (
+              -- One row per (pending later?, day): the day a pending lot becomes available,
+              -- or the last day an expiring-soon lot with points left can be used.
+              SELECT s.later, s.day, sum(s.remaining)::bigint AS amount
+                FROM (SELECT o.remaining, o.status = 'pending' AND o.available_at > p_now AS later,
+                             CASE
+                                 WHEN o.status = 'pending' AND o.available_at > p_now
+                                     THEN to_char(o.available_at AT TIME ZONE p_tz, 'YYYY-MM-DD')
+                                 WHEN o.expires_at <= p_soon AND o.remaining > 0
+                                     THEN to_char((o.expires_at - interval '1 microsecond')
+                                                  AT TIME ZONE p_tz, 'YYYY-MM-DD')
+                             END AS day
+                        FROM ({lots}) AS o
+                       WHERE (o.status = 'pending' OR (o.status = 'active' AND o.remaining > 0))
+                         AND (o.expires_at IS NULL OR o.expires_at > p_now)) AS s
+               GROUP BY s.later, s.day
+          ) AS g
     ), remember AS (
         INSERT INTO idempotency_keys (tenant_id, key, request_hash, response, created_at)
         SELECT p_tenant, p_key, p_hash,
@@ -173,6 +174,9 @@ CREATE OR REPLACE FUNCTION kopilka_ledger_accrue(
 -- Generic plans, always: with the answer's CTEs and the array arguments the planner rates
 -- a custom plan cheaper and would plan the statements again on every call.
 SET plan_cache_mode = force_generic_plan
+-- Every access here is by key. A plan made while a table was still empty (a new database's
+-- idempotency_keys) would scan it sequentially for as long as the session keeps the plan.
+SET enable_seqscan = off
 AS $$
 DECLARE""",
         _DECLARE,
@@ -238,6 +242,9 @@ CREATE OR REPLACE FUNCTION kopilka_ledger_redeem(
 -- Generic plans, always: with the answer's CTEs and the array arguments the planner rates
 -- a custom plan cheaper and would plan the statements again on every call.
 SET plan_cache_mode = force_generic_plan
+-- Every access here is by key. A plan made while a table was still empty (a new database's
+-- idempotency_keys) would scan it sequentially for as long as the session keeps the plan.
+SET enable_seqscan = off
 AS $$
 DECLARE""",
         _DECLARE,
