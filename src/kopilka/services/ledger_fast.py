@@ -185,45 +185,23 @@ class FastLedger:
         txn_id = new_id()
         member = str(member_id)
         at = to_jsonable_python(now)
-        response = {
-            "transactions": [
-                {
-                    "id": str(txn_id),
-                    "kind": kind.value,
-                    "member_id": member,
-                    "counterparty_member_id": None,
-                    "currency": cur,
-                    "amount": points,
-                    "reason": reason,
-                    "actor": actor.name,
-                    "source_type": source_type,
-                    "source_id": source_id,
-                    "reverses_id": None,
-                    "occurred_at": at,
-                    "recorded_at": at,
-                    "description": describe(kind.value, points, params),
-                    "postings": [
-                        {
-                            "account_kind": counter_kind.value,
-                            "member_id": None,
-                            "amount": -points,
-                            "balance_after": None,
-                        },
-                        {
-                            "account_kind": "pending" if pending else "wallet",
-                            "member_id": member,
-                            "amount": points,
-                            "balance_after": None,  # the function tells
-                        },
-                    ],
-                    "shortfall": 0,
-                    "details": {},
-                }
+        response = _answer_template(
+            txn_id,
+            kind.value,
+            member,
+            cur,
+            points,
+            at,
+            actor=actor.name,
+            reason=reason,
+            source=(source_type, source_id),
+            description=describe(kind.value, points, params),
+            # (account kind, member, amount); the function fills in the member's balance_after.
+            postings=[
+                (counter_kind.value, None, -points),
+                ("pending" if pending else "wallet", member, points),
             ],
-            "balance": {"member_id": member, "currency": cur, "debt": 0, "as_of": at},
-            "hold": None,
-            "shortfall": 0,
-        }
+        )
         self.calls += 1
         done = calls.accrue(
             tenant_id=tenant.id,
@@ -281,45 +259,19 @@ class FastLedger:
         txn_id = new_id()
         member = str(member_id)
         at = to_jsonable_python(now)
-        response = {
-            "transactions": [
-                {
-                    "id": str(txn_id),
-                    "kind": TxnKind.REDEMPTION.value,
-                    "member_id": member,
-                    "counterparty_member_id": None,
-                    "currency": cur,
-                    "amount": points,
-                    "reason": reason,
-                    "actor": actor.name,
-                    "source_type": source_type,
-                    "source_id": source_id,
-                    "reverses_id": None,
-                    "occurred_at": at,
-                    "recorded_at": at,
-                    "description": describe(TxnKind.REDEMPTION.value, points, params),
-                    "postings": [
-                        {
-                            "account_kind": "wallet",
-                            "member_id": member,
-                            "amount": -points,
-                            "balance_after": None,  # the function tells
-                        },
-                        {
-                            "account_kind": "redeemed",
-                            "member_id": None,
-                            "amount": points,
-                            "balance_after": None,
-                        },
-                    ],
-                    "shortfall": 0,
-                    "details": {},
-                }
-            ],
-            "balance": {"member_id": member, "currency": cur, "debt": 0, "as_of": at},
-            "hold": None,
-            "shortfall": 0,
-        }
+        response = _answer_template(
+            txn_id,
+            TxnKind.REDEMPTION.value,
+            member,
+            cur,
+            points,
+            at,
+            actor=actor.name,
+            reason=reason,
+            source=(source_type, source_id),
+            description=describe(TxnKind.REDEMPTION.value, points, params),
+            postings=[("wallet", member, -points), ("redeemed", None, points)],
+        )
         self.calls += 1
         done = calls.redeem(
             tenant_id=tenant.id,
@@ -341,3 +293,55 @@ class FastLedger:
             response=response,
         )
         return self._finish(done, response, 0, points)
+
+
+def _answer_template(
+    txn_id: uuid.UUID,
+    kind: str,
+    member: str,
+    currency: str,
+    points: int,
+    at: Any,
+    *,
+    actor: str,
+    reason: str | None,
+    source: tuple[str, str | None],
+    description: dict[str, str],
+    postings: list[tuple[str, str | None, int]],
+) -> dict[str, Any]:
+    """The ``OperationResult`` of a one-transaction write as JSON, with everything Python
+    already knows; the function's answer completes the balances."""
+    return {
+        "transactions": [
+            {
+                "id": str(txn_id),
+                "kind": kind,
+                "member_id": member,
+                "counterparty_member_id": None,
+                "currency": currency,
+                "amount": points,
+                "reason": reason,
+                "actor": actor,
+                "source_type": source[0],
+                "source_id": source[1],
+                "reverses_id": None,
+                "occurred_at": at,
+                "recorded_at": at,
+                "description": description,
+                "postings": [
+                    {
+                        "account_kind": account_kind,
+                        "member_id": owner,
+                        "amount": amount,
+                        "balance_after": None,
+                    }
+                    for account_kind, owner, amount in postings
+                ],
+                "shortfall": 0,
+                "details": {},
+            }
+        ],
+        "balance": {"member_id": member, "currency": currency, "debt": 0, "as_of": at},
+        "hold": None,
+        "shortfall": 0,
+    }
