@@ -925,19 +925,7 @@ def _coupon_view(
         status=_status(row, now),
         member_id=row["member_id"],
         batch_id=row["batch_id"],
-        benefit=terms.benefit,
-        name=terms.name,
-        description=texts.describe(
-            terms.benefit, terms.min_basket, row["valid_until"], tenant.timezone, tenant.currency
-        ),
-        min_basket=terms.min_basket,
-        scope=terms.scope,
-        combinable=terms.combinable,
-        outlets=list(terms.outlets) if terms.outlets else None,
-        channels=list(terms.channels) if terms.channels else None,
-        program=terms.program,
-        valid_from=row["valid_from"],
-        valid_until=row["valid_until"],
+        **_terms_fields(terms, row, tenant),
         uses_total=row["uses_total"] if counted else None,
         uses_left=max(row["uses_left"], 0) if counted else None,
         per_member=row["per_member"],
@@ -974,19 +962,7 @@ def _batch_view(
         length=row["length"],
         prefix=row["prefix"],
         alphabet=row["alphabet"],
-        benefit=terms.benefit,
-        name=terms.name,
-        description=texts.describe(
-            terms.benefit, terms.min_basket, row["valid_until"], tenant.timezone, tenant.currency
-        ),
-        min_basket=terms.min_basket,
-        scope=terms.scope,
-        combinable=terms.combinable,
-        outlets=list(terms.outlets) if terms.outlets else None,
-        channels=list(terms.channels) if terms.channels else None,
-        program=terms.program,
-        valid_from=row["valid_from"],
-        valid_until=row["valid_until"],
+        **_terms_fields(terms, row, tenant),
         created_at=row["created_at"],
         voided_at=row["voided_at"],
         counts=BatchCounts(**counts) if counts is not None else None,
@@ -1024,3 +1000,22 @@ def _sheet(codes: Sequence[str], suffix: str) -> str:
         "img{width:100%}figcaption{font:12pt monospace}</style></head><body>\n"
         f"{tiles}\n</body></html>\n"
     )
+
+
+def _terms_fields(terms: Any, row: dict[str, Any], tenant: Tenant) -> dict[str, Any]:
+    """What a coupon and a batch show alike: the terms and the validity window."""
+    return {
+        "benefit": terms.benefit,
+        "name": terms.name,
+        "description": texts.describe(
+            terms.benefit, terms.min_basket, row["valid_until"], tenant.timezone, tenant.currency
+        ),
+        "min_basket": terms.min_basket,
+        "scope": terms.scope,
+        "combinable": terms.combinable,
+        "outlets": list(terms.outlets) if terms.outlets else None,
+        "channels": list(terms.channels) if terms.channels else None,
+        "program": terms.program,
+        "valid_from": row["valid_from"],
+        "valid_until": row["valid_until"],
+    }
