@@ -81,8 +81,8 @@ class Fleet:
         for p in procs:
             p.start()
         fleet = cls(procs, orders, results, [])
-        for pid, backend in fleet.collect("ready", clients, time.monotonic() + timeout):
-            fleet.pids += [pid, backend]
+        for pid, backends in fleet.collect("ready", clients, time.monotonic() + timeout):
+            fleet.pids += [pid, *backends]
         return fleet
 
     def collect(self, kind: str, count: int, deadline: float) -> list[Any]:

@@ -159,6 +159,11 @@ def service_ops(
     client.actor = Actor(seeded.tenant_id, "apikey:kp_bench", Role.POS)
     with engine.connect() as conn:
         client.backend_pid = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+    functions = container.uow_factory.ledger_functions()
+    if functions is not None and os.environ.get("KOPILKA_LEDGER_FAST_PATH", "1") != "0":
+        # The fast path runs on the functions' own connection: profile that backend.
+        client.backend_pid = functions.backend_pids()[0]
+        tracer.attach(functions._pool._idle[0].conn.pgconn)
     client.pool = [[m, b] for m, b in _seed.pool_balances(engine, seeded)]
 
     def run() -> None:

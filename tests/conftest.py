@@ -84,9 +84,10 @@ def pg_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    # 20 + 20 overflow per test process: two xdist workers stay well under PostgreSQL's
-    # default max_connections of 100, even when both run a 32-till race at once.
-    engine = create_db_engine(url, pool_size=20)
+    # 16 + 16 overflow, and 8 for the ledger's one-call writes (adapters/db/pg_ledger.py),
+    # per test process: two xdist workers stay under PostgreSQL's default max_connections
+    # of 100, even when both run a 32-till race at once.
+    engine = create_db_engine(url, pool_size=16)
     upgrade(engine)
     yield engine
     engine.dispose()

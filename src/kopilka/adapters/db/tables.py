@@ -175,7 +175,14 @@ ledger_transactions = sa.Table(
     sa.Column("occurred_at", UtcDateTime, nullable=False),
     sa.Column("recorded_at", UtcDateTime, nullable=False),
     sa.Index(None, "tenant_id", "member_id", "id"),
-    sa.Index(None, "tenant_id", "reverses_id"),
+    # Only reversals: the column is NULL on nearly every transaction (migration 0016).
+    sa.Index(
+        None,
+        "tenant_id",
+        "reverses_id",
+        postgresql_where=sa.text("reverses_id IS NOT NULL"),
+        sqlite_where=sa.text("reverses_id IS NOT NULL"),
+    ),
 )
 
 postings = sa.Table(
@@ -223,7 +230,7 @@ lot_movements = sa.Table(
     sa.Column("amount", sa.BigInteger, nullable=False),
     # The transaction that first took the points (redemption or hold): refunds sum by it.
     sa.Column("origin_id", sa.Uuid, nullable=False),
-    sa.Index(None, "transaction_id"),
+    # No index on transaction_id: nothing looks movements up by it (migration 0016).
     sa.Index(None, "lot_id"),
     sa.Index(None, "origin_id"),
 )
