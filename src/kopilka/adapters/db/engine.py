@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,20 @@ from sqlalchemy.engine import Engine, make_url
 
 WRITE_OPTION = "kopilka_write"
 POOL_RECYCLE_SECONDS = 1800
+# Where a SQLite connection keeps the process's write lock while it holds it.
+_WRITE_LOCK_HELD = "kopilka_write_lock_held"
+WRITE_LOCK_TIMEOUT_SECONDS = 30.0
+
+
+class DatabaseBusy(sa.exc.OperationalError):
+    """No write slot on the embedded database within the timeout."""
+
+
+def release_write_lock(conn: sa.Connection) -> None:
+    """Hand the SQLite write slot to the next writer (no-op elsewhere or when not held)."""
+    lock = conn.info.pop(_WRITE_LOCK_HELD, None)
+    if lock is not None:
+        lock.release()
 
 
 def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
@@ -50,12 +65,36 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
+    # One writer at a time per process, queued here: SQLite lets a blocked writer sleep in
+    # its busy handler (1, 2, 5, 10 ... 100 ms steps), which under load cost more than the
+    # writes themselves and made the tail latency seconds long. Other processes on the same
+    # file still meet SQLite's own lock and busy timeout.
+    write_lock = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         # Writers take the write lock up front: no deadlock-prone lock upgrades mid-transaction.
         if conn.get_execution_options().get(WRITE_OPTION, False):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if _WRITE_LOCK_HELD not in conn.info:  # a second transaction on one connection
+                if not write_lock.acquire(timeout=WRITE_LOCK_TIMEOUT_SECONDS):
+                    raise DatabaseBusy(
+                        "BEGIN IMMEDIATE", None, Exception("database is locked"), False
+                    )
+                conn.info[_WRITE_LOCK_HELD] = write_lock
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                release_write_lock(conn)
+                raise
         else:
             conn.exec_driver_sql("BEGIN")
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        # The safety net: whoever did not hand the slot on does so when the connection goes
+        # back to the pool (a unit of work hands it on right after its COMMIT).
+        lock = record.info.pop(_WRITE_LOCK_HELD, None)
+        if lock is not None:
+            lock.release()
 
     return engine

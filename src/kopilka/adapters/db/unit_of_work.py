@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from kopilka.adapters.db.commerce_store import SqlCommerceStore
 from kopilka.adapters.db.directory_store import SqlDirectoryStore
-from kopilka.adapters.db.engine import WRITE_OPTION
+from kopilka.adapters.db.engine import WRITE_OPTION, release_write_lock
 from kopilka.adapters.db.inflight import LocalInflight, try_pg_lock
 from kopilka.adapters.db.ledger_store import SqlLedgerStore
 from kopilka.adapters.db.pg_ledger import PgLedgerFunctions, functions_installed
@@ -57,6 +57,7 @@ class SqlUnitOfWork:
                 else:
                     self._conn.rollback()
         finally:
+            release_write_lock(self._conn)
             self._conn.close()
             for tenant_id, key in self._inflight:
                 self._factory.local_inflight.leave(tenant_id, key)
@@ -70,6 +71,7 @@ class SqlUnitOfWork:
         assert self._conn is not None
         self._conn.commit()
         self.committed = True
+        release_write_lock(self._conn)  # SQLite: the next writer may go now
 
     def claim_key(self, tenant_id: uuid.UUID, key: str) -> bool:
         """Mark an idempotency key as in flight; False when a twin request holds it."""
