@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -23,7 +24,13 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from pydantic import Field
 
-from kopilka.adapters.db.mechanics.families import FamilyStore, pool_of, wallet_holder
+from kopilka.adapters.db.mechanics.families import (
+    FamilyStore,
+    Pool,
+    known_pool,
+    pool_of,
+    wallet_holder,
+)
 from kopilka.adapters.db.tables import lots as lots_table
 from kopilka.clock import Clock
 from kopilka.domain.errors import (
@@ -157,6 +164,15 @@ class SpendGate:
     holder: uuid.UUID
     family_id: uuid.UUID | None
     can_spend: bool
+
+    def known(
+        self, uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID
+    ) -> AbstractContextManager[None]:
+        """A block in which the member's ledger books open on this pool without looking it
+        up again (see ``known_pool``)."""
+        return known_pool(
+            uow, tenant_id, member_id, Pool(self.holder, self.can_spend, self.family_id)
+        )
 
     def answer(self) -> dict[str, Any]:
         """The ``family`` key of the till's answer."""

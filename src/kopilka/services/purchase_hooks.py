@@ -29,6 +29,11 @@ class PurchaseHook:
     """
 
     anonymous_too: bool = False
+    # Set when the hook reads ``facts.purchases_before`` (in ``member_facts``,
+    # ``extra_rules``...): the till then counts the member's purchases before the hooks run.
+    # Otherwise it counts them only when a rule being evaluated needs them, after
+    # ``member_facts`` and ``extra_rules``, whose facts say ``purchases_known=False``.
+    needs_purchase_count: bool = False
 
     def extra_rules(
         self,

@@ -682,15 +682,14 @@ class PurchaseService:
 
     # ---- evaluation --------------------------------------------------------------------
     def _outlet(self, uow: UnitOfWork, actor: Actor, code: str | None) -> dict[str, Any]:
+        """The receipt's outlet (from the directory's per-process cache, see ttl_cache)."""
         if actor.role is Role.POS:
             assert actor.outlet_id is not None
-            if code is not None:
-                own = uow.directory.outlet(actor.tenant_id, actor.outlet_id)
-                if own is None or own["code"] != code:
-                    raise Forbidden(
-                        "A till key works for its own outlet only.", code="outlet_not_allowed"
-                    )
             outlet = uow.directory.outlet(actor.tenant_id, actor.outlet_id)
+            if code is not None and (outlet is None or outlet["code"] != code):
+                raise Forbidden(
+                    "A till key works for its own outlet only.", code="outlet_not_allowed"
+                )
         else:
             if not code:
                 raise ValidationFailed(
@@ -724,14 +723,14 @@ class PurchaseService:
                 raise ValidationFailed(
                     "Wrong card number or check digit.", code="invalid_card_number"
                 )
-            card = uow.directory.card_by_number(tenant.id, number)
+            # The card and its member in one statement; the checks are in the same order.
+            card, member = uow.directory.card_with_member(tenant.id, number)
             if card is None or card["member_id"] is None:
                 raise NotFound("Card not found.", code="card_not_found")
             if card["status"] != "active":
                 raise BusinessRuleViolation(
                     f"The card is {card['status']}.", code=f"card_{card['status']}"
                 )
-            member = uow.directory.member(tenant.id, card["member_id"])
         elif ref.phone:
             try:
                 phone = normalize_phone(ref.phone, tenant.phone_region)
@@ -834,22 +833,24 @@ class PurchaseService:
         if member is not None:
             family = spend_gate(uow, tenant.id, member["id"], request.redeem_points)
             currencies = {p.currency for p in programs} or {tenant.points_currency}
-            for currency in sorted(currencies):
-                if lock:
-                    book = self._book(uow, tenant, actor, member["id"], currency, books, now)
-                    book.settle()
-                    balances[currency] = max(book.wallet.balance, 0)
-                else:
-                    accounts = uow.ledger.lock_member_accounts(
-                        tenant.id, family.holder, currency, lock=False
-                    )
-                    lots = uow.ledger.open_lots(tenant.id, family.holder, currency)
-                    view = balance_view(tenant, member["id"], currency, accounts, lots, now)
-                    balances[currency] = view.available
-                    if currency == tenant.points_currency:
-                        balance = view
+            # The books open where spend_gate found the points: one family lookup, not two.
+            with family.known(uow, tenant.id, member["id"]):
+                for currency in sorted(currencies):
+                    if lock:
+                        book = self._book(uow, tenant, actor, member["id"], currency, books, now)
+                        book.settle()
+                        balances[currency] = max(book.wallet.balance, 0)
+                    else:
+                        accounts = uow.ledger.lock_member_accounts(
+                            tenant.id, family.holder, currency, lock=False
+                        )
+                        lots = uow.ledger.open_lots(tenant.id, family.holder, currency)
+                        view = balance_view(tenant, member["id"], currency, accounts, lots, now)
+                        balances[currency] = view.available
+                        if currency == tenant.points_currency:
+                            balance = view
             facts = self.member_facts(
-                uow, tenant, member, balances.get(tenant.points_currency, 0), now
+                uow, tenant, member, balances.get(tenant.points_currency, 0), now, purchases=False
             )
             if not family.can_spend:  # slot:families:spend - sees the pool, cannot pay with it
                 balances = dict.fromkeys(balances, 0)
@@ -862,6 +863,19 @@ class PurchaseService:
                 for p in programs
                 if not p.settings.members_of_club or p.settings.members_of_club in clubs
             ]
+        if (
+            member is not None
+            and facts is not None
+            and not facts.purchases_known
+            and any(p.needs_purchase_count for p in programs)
+        ):
+            # Counted only now that the rules are known (hooks add some): most programs have
+            # no first/nth-purchase rule, and the count is a query per receipt.
+            facts = replace(
+                facts,
+                purchases_before=uow.commerce.count_member_purchases(tenant.id, member["id"]),
+                purchases_known=True,
+            )
         local = occurred.astimezone(ZoneInfo(outlet["timezone"]))
         ctx = Context(
             occurred_at=occurred,
@@ -974,12 +988,20 @@ class PurchaseService:
         member: dict[str, Any],
         balance: int,
         now: datetime,
+        *,
+        purchases: bool = True,
     ) -> MemberFacts:
         """What the rules know of a member (tier, clubs, segments...), as the till sees it;
-        other features (e.g. the reward catalogue's visibility) ask the same question."""
-        facts = _member_facts(
-            member, uow.commerce.count_member_purchases(tenant.id, member["id"]), balance
-        )
+        other features (e.g. the reward catalogue's visibility) ask the same question.
+
+        ``purchases=False`` leaves the purchase count out (``purchases_known=False``) unless
+        a hook needs it: the caller counts it when a rule does (see ``_evaluate``)."""
+        if purchases or any(hook.needs_purchase_count for hook in self.hooks):
+            facts = _member_facts(
+                member, uow.commerce.count_member_purchases(tenant.id, member["id"]), balance
+            )
+        else:
+            facts = replace(_member_facts(member, 0, balance), purchases_known=False)
         for hook in self.hooks:
             facts = hook.member_facts(uow, tenant, member, facts, now)
         return facts

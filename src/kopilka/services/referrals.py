@@ -53,6 +53,10 @@ STATUSES = (
 DEFAULT_CODE_LENGTH = 8
 REFERRER_MECHANIC, REFEREE_MECHANIC = "referral", "referee"
 _MAX_MERGE_HOPS = 20
+_MAX_SETTLED = 200_000  # members remembered per process as having no referral to reward
+# Statuses a referral only reaches without ``confirmed`` (at enrolment, or by a refund):
+# whoever has one will never be rewarded by a purchase.
+_NEVER_AWAITING = frozenset({"voided", "blocked", "capped", "inactive"})
 
 
 class ReferralView(View):
@@ -110,6 +114,9 @@ class ReferralService:
         self.programs = programs
         self.member_hook = _ReferralMemberHook(self)
         self.purchase_hook = _ReferralPurchaseHook(self)
+        # Members seen without a referral awaiting their purchase: none of their later
+        # purchases can reward one, so the till does not look again (see ``confirmed``).
+        self._settled: set[tuple[uuid.UUID, uuid.UUID]] = set()
 
     # ---- reads -------------------------------------------------------------------------
     def summary(self, actor: Actor, member_id: uuid.UUID) -> ReferralSummaryView:
@@ -419,10 +426,26 @@ class ReferralService:
         now: datetime,
     ) -> dict[str, Any]:
         """The friend's first purchase paying at least ``min_purchase`` in money rewards
-        the referral (trigger ``first_purchase``)."""
+        the referral (trigger ``first_purchase``).
+
+        A member found without a referral, or with one that can no longer await a purchase,
+        is remembered and not looked up again, since that never changes: a referral row is
+        written only at the referee's enrolment, in the transaction that creates the member
+        (so a member this till found has its row, if any, committed and visible), and
+        ``awaiting_purchase`` is only ever a referral's first status, never returned to.
+        Only statuses this method does not write are remembered (not pending nor rewarded),
+        so a status this very transaction wrote, which a rollback would undo, never is."""
+        key = (tenant.id, receipt["member_id"])
+        if key in self._settled:
+            return {}
         store = ReferralStore(uow)
         referral = _locked_if(store, tenant.id, receipt["member_id"], ("awaiting_purchase",))
-        if referral is None or referral["status"] != "awaiting_purchase":
+        if referral is None or referral["status"] in _NEVER_AWAITING:
+            if len(self._settled) >= _MAX_SETTLED:
+                self._settled.clear()  # bounded; forgotten members are just looked up again
+            self._settled.add(key)
+            return {}
+        if referral["status"] != "awaiting_purchase":
             return {}
         if referral["program"] is None or referral["program_version"] is None:
             return {}

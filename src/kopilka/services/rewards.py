@@ -331,6 +331,9 @@ class RewardService:
             )
             if not inserted:  # another reward took the SKU meanwhile
                 raise Conflict(f"SKU {definition.sku!r} is taken.", code="reward_sku_taken")
+            if definition.kind is RewardKind.PRIVILEGE:
+                # Before the commit: no till of this process may miss an order of it.
+                offering_privileges(tenant.id)
             uow.directory.audit(
                 tenant.id, actor.name, "reward_created", "reward", reward_id, {}, now
             )
@@ -855,6 +858,7 @@ class RewardService:
             )
         elif kind is RewardKind.PRIVILEGE:
             assert definition.privilege is not None
+            offering_privileges(tenant.id)  # this process's tills look for it from now on
             valid_until = now + timedelta(days=definition.privilege.duration_days * units)
             details["privilege"] = {
                 "tag": definition.privilege.tag,
@@ -1321,6 +1325,43 @@ def _order_view(row: dict[str, Any]) -> RewardOrderView:
     )
 
 
+# ---- does the tenant sell privileges at all? ----------------------------------------------
+# Most tenants have no privilege reward, and then no member can hold a privilege (orders
+# copy their reward's kind, which never changes; rewards are never deleted). The till skips
+# the member's privilege query for them, knowing it from:
+# * tenants known in this process to have one (created or ordered here, or read so from
+#   the database): for good, since that never becomes false;
+# * else the database's answer, cached for the process cache's TTL (``ttl_cache``, 5 s).
+# Staleness: only a tenant's *first* privilege reward, created in another process, can be
+# missed here, and for at most that TTL after it was created: an order of it placed within
+# those seconds (in another process) is not seen by this process's tills until the TTL is
+# over. A reward created or ordered through this process is seen at once.
+_PRIVILEGE_TENANTS: set[uuid.UUID] = set()
+_PRIVILEGES_KEY = "reward_privileges"
+
+
+def offering_privileges(tenant_id: uuid.UUID) -> None:
+    """The tenant has a privilege reward: this process's tills look for privileges."""
+    _PRIVILEGE_TENANTS.add(tenant_id)
+
+
+def offers_privileges(uow: UnitOfWork, tenant_id: uuid.UUID) -> bool:
+    """Whether the tenant has a privilege reward (see above for how fresh)."""
+    if tenant_id in _PRIVILEGE_TENANTS:
+        return True
+    key = (_PRIVILEGES_KEY, tenant_id)
+    known = uow.cache.get(key)
+    if known is None:
+        known = RewardStore(uow).offers_privileges(tenant_id)
+        if known:
+            offering_privileges(tenant_id)
+        else:
+            # A "no" may be overwritten meanwhile by nobody: a "yes" goes to the set above,
+            # which is asked first.
+            uow.cache.put(key, False)
+    return bool(known)
+
+
 class PrivilegeHook(PurchaseHook):
     """Running privileges show in the member's facts: their tag among the member's tags,
     their club among the clubs, so rules (``member_tag``, ``club_in``) and closed programs
@@ -1334,6 +1375,8 @@ class PrivilegeHook(PurchaseHook):
         facts: MemberFacts,
         now: datetime,
     ) -> MemberFacts:
+        if not offers_privileges(uow, tenant.id):
+            return facts  # no privilege reward: no member can hold one (no query)
         running = RewardStore(uow).active_privileges(tenant.id, member["id"], now)
         if not running:
             return facts

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,6 +19,8 @@ from kopilka.adapters.db.tables import (
     receipts,
     refunds,
 )
+from kopilka.adapters.db.ttl_cache import MISSING, ScopedCache
+from kopilka.adapters.db.types import UtcDateTime
 
 Row = dict[str, Any]
 
@@ -48,16 +51,32 @@ _COUNT_PURCHASES = (
 )
 
 
+# Lookups of more SKUs than this (imports, previews) neither use nor fill the process cache:
+# they keep their own maps, and would only push the till's entries out.
+_CACHED_LOOKUP_MAX = 256
+
+
 class SqlCommerceStore:
-    def __init__(self, conn: sa.Connection) -> None:
+    """Catalogue, programs, receipts, refunds and coupons.
+
+    Products are read on every purchase and change rarely: with ``cache`` (the unit of
+    work's view of the process cache) they are kept per (tenant, SKU) for the cache's TTL,
+    unknown SKUs too, and forgotten at once in this process when this store writes products
+    (see ``ttl_cache``)."""
+
+    def __init__(self, conn: sa.Connection, cache: ScopedCache | None = None) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
+        self._cache = cache
 
     # ---- products ----------------------------------------------------------------------
     def upsert_products(self, rows: list[Row]) -> None:
         """Insert or update by (tenant, sku), in one statement per batch."""
         if not rows:
             return
+        if self._cache is not None:  # every write to products must go through here
+            for tenant_id in {row["tenant_id"] for row in rows}:
+                self._cache.writes(("products", tenant_id))
         insert: Any = (
             postgresql.insert(products) if self.dialect == "postgresql" else sqlite.insert(products)
         )
@@ -80,10 +99,36 @@ class SqlCommerceStore:
         self.conn.execute(stmt, rows)
 
     def products_by_sku(self, tenant_id: uuid.UUID, skus: Sequence[str]) -> dict[str, Row]:
+        """The tenant's products among ``skus``, by SKU (unknown SKUs are left out). SKUs
+        cached in this process (found or known to be absent) are not read again; one
+        statement reads the others."""
         if not skus:
             return {}
-        rows = self.conn.execute(_PRODUCTS, {"t": tenant_id, "skus": sorted(set(skus))})
-        return {r.sku: dict(r._mapping) for r in rows}
+        wanted = sorted(set(skus))
+        scope = ("products", tenant_id)
+        scoped = self._cache
+        if scoped is None or not scoped.usable(scope) or len(wanted) > _CACHED_LOOKUP_MAX:
+            rows = self.conn.execute(_PRODUCTS, {"t": tenant_id, "skus": wanted})
+            return {r.sku: dict(r._mapping) for r in rows}
+        cache = scoped.cache
+        found: dict[str, Row] = {}
+        missing: list[str] = []
+        for sku in wanted:
+            hit = cache.get_scoped(scope, ("product", tenant_id, sku))
+            if hit is MISSING:
+                missing.append(sku)
+            elif hit is not None:
+                found[sku] = dict(hit)  # a copy: callers may not change the cached row
+        if missing:
+            stamp = cache.stamp(scope)
+            rows = self.conn.execute(_PRODUCTS, {"t": tenant_id, "skus": missing})
+            read = {r.sku: dict(r._mapping) for r in rows}
+            # None caches "no such product": receipts often carry SKUs not in the catalogue.
+            cache.put_scoped(
+                scope, stamp, {("product", tenant_id, sku): read.get(sku) for sku in missing}
+            )
+            found.update((sku, dict(row)) for sku, row in read.items())
+        return found
 
     def list_products(self, tenant_id: uuid.UUID, after: str | None, limit: int) -> list[Row]:
         stmt = sa.select(products).where(products.c.tenant_id == tenant_id)
@@ -158,6 +203,23 @@ class SqlCommerceStore:
         return _one(self.conn.execute(stmt))
 
     def insert_receipt(self, row: Row, lines: list[Row]) -> None:
+        """Insert a receipt and its lines: one statement on PostgreSQL (see
+        :func:`_pg_receipt_statement`), two elsewhere."""
+        if self.dialect == "postgresql" and lines:
+            line_keys = tuple(lines[0])
+            if all(tuple(line) == line_keys for line in lines):
+                key = (tuple(row), line_keys)
+                built = _PG_RECEIPT_SQL.get(key)
+                if built is None:
+                    built = _PG_RECEIPT_SQL[key] = _pg_receipt_statement(*key)
+                if built is not False:
+                    sql, encode_row, encode_line = built
+                    params = {
+                        "receipt": _pg_json(encode_row(row)),
+                        "lines": _pg_json([encode_line(line) for line in lines]),
+                    }
+                    self.conn.exec_driver_sql(sql, params)
+                    return
         self.conn.execute(sa.insert(receipts), row)
         if lines:
             self.conn.execute(sa.insert(receipt_lines), lines)
@@ -256,3 +318,94 @@ class SqlCommerceStore:
             .order_by(coupons.c.id)
         )
         return [dict(r._mapping) for r in rows]
+
+
+# ---- PostgreSQL: a receipt and its lines in one statement -----------------------------------
+# The receipt is a CTE inserting one row from a JSON object, the lines the main INSERT, from
+# a JSON array in its order (serial ids follow it, as with executemany). Columns are the keys
+# the caller passes, so the rows are the ones ``sa.insert`` would write; the text and the
+# value encoders are cached per pair of key sets (a stable text also lets psycopg prepare it).
+_Encoder = Callable[[Row], Row]
+_PG_RECEIPT_SQL: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+
+
+def _pg_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _pg_timestamp(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with its offset; naive datetimes are refused (as UtcDateTime does)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime refused: store timezone-aware timestamps")
+    return value.astimezone(UTC).isoformat()
+
+
+def _pg_text(value: Any) -> str | None:
+    # UUIDs as text; Decimals as text too, so quantities reach numeric exactly.
+    return None if value is None else str(value)
+
+
+def _pg_column(column: sa.Column[Any]) -> tuple[str, str, Callable[[Any], Any] | None]:
+    """(recordset type, select expression, value encoder) of one column."""
+    name, kind = column.name, column.type
+    if isinstance(kind, UtcDateTime):
+        return "timestamptz", f"r.{name}", _pg_timestamp
+    if isinstance(kind, sa.Uuid):
+        return "uuid", f"r.{name}", _pg_text
+    if isinstance(kind, sa.JSON):
+        # JSON null comes out of the recordset as SQL NULL; sa.JSON stores None as 'null'.
+        return "jsonb", f"COALESCE(r.{name}, 'null'::jsonb)", None
+    if isinstance(kind, sa.Numeric):
+        return "numeric", f"r.{name}", _pg_text
+    if isinstance(kind, sa.Integer):
+        return "bigint", f"r.{name}", None
+    if isinstance(kind, sa.Boolean):
+        return "boolean", f"r.{name}", None
+    if isinstance(kind, sa.String):
+        return "text", f"r.{name}", None
+    raise TypeError(f"no PostgreSQL recordset type for {column}")
+
+
+def _pg_encoder(table: sa.Table, keys: tuple[str, ...]) -> tuple[str, str, str, _Encoder]:
+    """(column list, select list, recordset definitions, row encoder) for ``keys``."""
+    specs = [(key, *_pg_column(table.c[key])) for key in keys]
+    encoders = [(key, encode) for key, _, _, encode in specs if encode is not None]
+
+    def encode(row: Row) -> Row:
+        out = dict(row)
+        for key, fn in encoders:
+            out[key] = fn(out[key])
+        return out
+
+    return (
+        ", ".join(keys),
+        ", ".join(expr for _, _, expr, _ in specs),
+        ", ".join(f"{key} {pg_type}" for key, pg_type, _, _ in specs),
+        encode,
+    )
+
+
+def _pg_receipt_statement(
+    row_keys: tuple[str, ...], line_keys: tuple[str, ...]
+) -> tuple[str, _Encoder, _Encoder] | Literal[False]:
+    """The statement and encoders for these key sets; False (use the two statements) when a
+    key is not a column, or the tables are not what this was written for."""
+    if not (
+        set(row_keys) <= set(receipts.c.keys()) and set(line_keys) <= set(receipt_lines.c.keys())
+    ):
+        return False
+    try:
+        r_cols, r_exprs, r_defs, encode_row = _pg_encoder(receipts, row_keys)
+        l_cols, l_exprs, l_defs, encode_line = _pg_encoder(receipt_lines, line_keys)
+    except TypeError:
+        return False
+    sql = (
+        f"WITH w_receipt AS (INSERT INTO receipts ({r_cols}) SELECT {r_exprs}"  # noqa: S608 - names from our schema
+        f" FROM json_to_record(CAST(%(receipt)s AS json)) AS r({r_defs}))"
+        f" INSERT INTO receipt_lines ({l_cols}) SELECT {l_exprs}"
+        f" FROM ROWS FROM (json_to_recordset(CAST(%(lines)s AS json)) AS ({l_defs}))"
+        f" WITH ORDINALITY AS r({', '.join(line_keys)}, n) ORDER BY r.n"
+    )
+    return sql, encode_row, encode_line

@@ -19,6 +19,7 @@ from kopilka.adapters.db.tables import (
     outlets,
     tenants,
 )
+from kopilka.adapters.db.ttl_cache import MISSING, ScopedCache
 from kopilka.ids import new_id
 
 Row = dict[str, Any]
@@ -40,17 +41,42 @@ _LOCK_CARD = _CARD.with_for_update()
 _OUTLET = sa.select(outlets).where(
     outlets.c.tenant_id == sa.bindparam("t"), outlets.c.id == sa.bindparam("o")
 )
+_OUTLET_BY_CODE = sa.select(outlets).where(
+    outlets.c.tenant_id == sa.bindparam("t"), outlets.c.code == sa.bindparam("c")
+)
+# A card and its member in one statement (the till's card lookup): the card's columns, then
+# the member's, all NULL when the card has no member.
+_CARD_NAMES = tuple(c.name for c in cards.c)
+_MEMBER_NAMES = tuple(c.name for c in members.c)
+_CARD_AND_MEMBER = (
+    sa.select(
+        *(c.label(f"card_{c.name}") for c in cards.c),
+        *(c.label(f"member_{c.name}") for c in members.c),
+    )
+    .select_from(
+        cards.outerjoin(
+            members,
+            sa.and_(members.c.tenant_id == cards.c.tenant_id, members.c.id == cards.c.member_id),
+        )
+    )
+    .where(cards.c.tenant_id == sa.bindparam("t"), cards.c.number == sa.bindparam("n"))
+)
 _IDEMPOTENCY = sa.select(idempotency_keys).where(
     idempotency_keys.c.tenant_id == sa.bindparam("t"), idempotency_keys.c.key == sa.bindparam("k")
 )
 
 
 class SqlDirectoryStore:
-    """Plain CRUD; every method that touches tenant data takes the tenant id first."""
+    """Plain CRUD; every method that touches tenant data takes the tenant id first.
 
-    def __init__(self, conn: sa.Connection) -> None:
+    Outlets are read on every purchase and change rarely: with ``cache`` (the unit of work's
+    view of the process cache) they are kept for the cache's TTL per tenant, and forgotten
+    at once in this process when this store writes one (see ``ttl_cache``)."""
+
+    def __init__(self, conn: sa.Connection, cache: ScopedCache | None = None) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
+        self._cache = cache
 
     # ---- tenants -----------------------------------------------------------------------
     def insert_tenant(self, row: Row) -> None:
@@ -73,18 +99,57 @@ class SqlDirectoryStore:
         ]
 
     # ---- outlets -----------------------------------------------------------------------
+    # Every write to outlets must go through a method that calls _outlets_change first.
     def insert_outlet(self, row: Row) -> None:
+        self._outlets_change(row["tenant_id"])
         self.conn.execute(sa.insert(outlets), row)
 
+    def update_outlet(self, tenant_id: uuid.UUID, outlet_id: uuid.UUID, values: Row) -> None:
+        self._outlets_change(tenant_id)
+        self.conn.execute(
+            sa.update(outlets)
+            .where(outlets.c.tenant_id == tenant_id, outlets.c.id == outlet_id)
+            .values(**values)
+        )
+
     def outlet(self, tenant_id: uuid.UUID, outlet_id: uuid.UUID) -> Row | None:
-        return _as_dict(self.conn.execute(_OUTLET, {"t": tenant_id, "o": outlet_id}).first())
+        key = ("outlet", tenant_id, outlet_id)
+        return self._outlet(tenant_id, key, _OUTLET, {"t": tenant_id, "o": outlet_id})
 
     def outlet_by_code(self, tenant_id: uuid.UUID, code: str) -> Row | None:
-        return _as_dict(
-            self.conn.execute(
-                sa.select(outlets).where(outlets.c.tenant_id == tenant_id, outlets.c.code == code)
-            ).first()
-        )
+        key = ("outlet_code", tenant_id, code)
+        return self._outlet(tenant_id, key, _OUTLET_BY_CODE, {"t": tenant_id, "c": code})
+
+    def _outlets_change(self, tenant_id: uuid.UUID) -> None:
+        if self._cache is not None:
+            self._cache.writes(("outlets", tenant_id))
+
+    def _outlet(
+        self, tenant_id: uuid.UUID, key: tuple[Any, ...], stmt: Any, params: Row
+    ) -> Row | None:
+        """One outlet from the process cache, else from the database (then cached under
+        both its id and its code). Unknown outlets are not cached: a till naming a wrong
+        code is rare, and an outlet created elsewhere must be found at once."""
+        scope = ("outlets", tenant_id)
+        scoped = self._cache
+        if scoped is None or not scoped.usable(scope):
+            return _as_dict(self.conn.execute(stmt, params).first())
+        hit = scoped.cache.get_scoped(scope, key)
+        if hit is not MISSING:
+            return dict(hit)  # a copy: callers may not change the cached row
+        stamp = scoped.cache.stamp(scope)
+        row = _as_dict(self.conn.execute(stmt, params).first())
+        if row is not None:
+            scoped.cache.put_scoped(
+                scope,
+                stamp,
+                {
+                    ("outlet", tenant_id, row["id"]): row,
+                    ("outlet_code", tenant_id, row["code"]): row,
+                },
+            )
+            return dict(row)
+        return None
 
     def list_outlets(self, tenant_id: uuid.UUID) -> list[Row]:
         rows = self.conn.execute(
@@ -226,6 +291,18 @@ class SqlDirectoryStore:
     def card_by_number(self, tenant_id: uuid.UUID, number: str, lock: bool = False) -> Row | None:
         stmt = _LOCK_CARD if lock and self.dialect == "postgresql" else _CARD
         return _as_dict(self.conn.execute(stmt, {"t": tenant_id, "n": number}).first())
+
+    def card_with_member(self, tenant_id: uuid.UUID, number: str) -> tuple[Row | None, Row | None]:
+        """The card and its member in one statement (no lock): (None, None) without such
+        a card, (card, None) for a card without a member."""
+        row = self.conn.execute(_CARD_AND_MEMBER, {"t": tenant_id, "n": number}).first()
+        if row is None:
+            return None, None
+        values = tuple(row)
+        split = len(_CARD_NAMES)
+        card = dict(zip(_CARD_NAMES, values[:split], strict=True))
+        member = dict(zip(_MEMBER_NAMES, values[split:], strict=True))
+        return card, (member if member["id"] is not None else None)
 
     def existing_card_numbers(self, tenant_id: uuid.UUID, numbers: Sequence[str]) -> set[str]:
         if not numbers:

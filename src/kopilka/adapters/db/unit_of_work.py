@@ -15,7 +15,7 @@ from kopilka.adapters.db.engine import WRITE_OPTION, release_write_lock
 from kopilka.adapters.db.inflight import LocalInflight, try_pg_lock
 from kopilka.adapters.db.ledger_store import SqlLedgerStore
 from kopilka.adapters.db.pg_ledger import PgLedgerFunctions, functions_installed
-from kopilka.adapters.db.ttl_cache import TtlCache
+from kopilka.adapters.db.ttl_cache import ScopedCache, TtlCache
 
 
 class SqlUnitOfWork:
@@ -35,9 +35,12 @@ class SqlUnitOfWork:
         # No explicit begin: the first statement opens the transaction, so a SQLite twin
         # request is told "in progress" before it queues for the write lock.
         self._conn = conn
-        self.directory = SqlDirectoryStore(conn)
+        # Outlets and products are cached per process; what this unit of work writes stays
+        # out of the cache until it ends (see ttl_cache).
+        self._scoped = ScopedCache(self._factory.cache)
+        self.directory = SqlDirectoryStore(conn, self._scoped)
         self.ledger = SqlLedgerStore(conn, self._factory.account_cache)
-        self.commerce = SqlCommerceStore(conn)
+        self.commerce = SqlCommerceStore(conn, self._scoped)
         self.cache = self._factory.cache
         return self
 
@@ -57,6 +60,7 @@ class SqlUnitOfWork:
                 else:
                     self._conn.rollback()
         finally:
+            self._scoped.release()  # the commit or rollback is done: see ttl_cache
             release_write_lock(self._conn)
             self._conn.close()
             for tenant_id, key in self._inflight:

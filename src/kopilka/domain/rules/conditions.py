@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from kopilka.domain.errors import ErrorCollector
-from kopilka.domain.rules.facts import Context, Line
+from kopilka.domain.rules.facts import Context, Line, MemberFacts
 
 Path = tuple[str | int, ...]
 LinePredicate = Callable[[Line], bool]
@@ -92,6 +92,10 @@ class ConditionCompiler:
 
     def __init__(self, errors: ErrorCollector) -> None:
         self.errors = errors
+        # Set when a condition compiled so far reads the member's purchase count
+        # (``first_purchase``, ``nth_purchase``): the till counts purchases only for rules
+        # that need it (see CompiledRule.needs_purchase_count).
+        self.reads_purchases = False
 
     def _err(self, path: Path, message: str, code: str = "invalid_condition") -> None:
         self.errors.add(path, message, code)
@@ -329,15 +333,17 @@ class ConditionCompiler:
             return lambda ctx, _l: ctx.member is not None and test(ctx.member.attributes)
         if key == "member" and isinstance(value, bool):
             return lambda ctx, _l: (ctx.member is not None) is value
+        if key in ("first_purchase", "nth_purchase"):
+            self.reads_purchases = True
         if key == "first_purchase" and isinstance(value, bool):
             return lambda ctx, _l: (
-                ctx.member is not None and (ctx.member.purchases_before == 0) is value
+                ctx.member is not None and (purchases_before(ctx.member) == 0) is value
             )
         if key == "nth_purchase":
             n = _int(value, 1, 100_000)
             if n is not None:
                 return lambda ctx, _l: (
-                    ctx.member is not None and ctx.member.purchases_before == n - 1
+                    ctx.member is not None and purchases_before(ctx.member) == n - 1
                 )
         if key == "weekdays":
             days = (
@@ -398,6 +404,14 @@ class ConditionCompiler:
         else:
             self._err(path, f"Unknown condition '{key}'.", "unknown_condition")
         return lambda _c, _l: False
+
+
+def purchases_before(member: MemberFacts) -> int:
+    """The member's confirmed purchases before this one; refuses loudly if whoever built
+    the facts skipped counting them (a rule that needs the count must never see a guess)."""
+    if not member.purchases_known:
+        raise RuntimeError("The member's purchase count was not loaded for a rule that needs it.")
+    return member.purchases_before
 
 
 def _near_birthday(ctx: Context, days: int) -> bool:

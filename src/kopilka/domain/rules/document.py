@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
@@ -151,6 +152,9 @@ class CompiledRule:
     lines: LinePredicate
     line_keys: frozenset[str] | None
     effects: tuple[Effect, ...]
+    # The rule's conditions read the member's purchase count (first or nth purchase), so
+    # the till must count the member's purchases to evaluate it; set when compiled.
+    needs_purchase_count: bool = False
 
     @property
     def keys(self) -> frozenset[str] | None:
@@ -171,6 +175,12 @@ class CompiledProgram:
     @property
     def currency(self) -> str:
         return self.settings.currency
+
+    @cached_property
+    def needs_purchase_count(self) -> bool:
+        """Some rule reads the member's purchase count. Derived from the rules, never
+        copied: a program rebuilt with other rules (``replace``) answers for its own."""
+        return any(rule.needs_purchase_count for rule in self.rules)
 
 
 def _names(value: Any, fallback: str) -> dict[str, str]:
@@ -322,7 +332,9 @@ def compile_rules(raw_rules: Sequence[Any], errors: ErrorCollector) -> list[Comp
         for flag in ("exclusive", "stop"):
             if flag in raw and not isinstance(raw[flag], bool):
                 errors.add((*path, flag), "true or false.", "invalid_flag")
+        conditions.reads_purchases = False
         when = conditions.receipt(raw["when"], (*path, "when")) if "when" in raw else ALWAYS
+        needs_purchase_count = conditions.reads_purchases
         line_keys: frozenset[str] | None = None
         lines: LinePredicate = lambda _line: True  # noqa: E731 - default: every line
         if "lines" in raw:
@@ -349,6 +361,7 @@ def compile_rules(raw_rules: Sequence[Any], errors: ErrorCollector) -> list[Comp
                 lines=lines,
                 line_keys=line_keys,
                 effects=tuple(parsed),
+                needs_purchase_count=needs_purchase_count,
             )
         )
     compiled.sort(key=lambda r: (r.priority, r.id))

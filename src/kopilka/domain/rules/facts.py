@@ -41,6 +41,9 @@ class MemberFacts:
     birthday: tuple[int, int] | None = None  # (month, day)
     balance: int = 0  # spendable points in the program's currency
     clubs: frozenset[str] = frozenset()
+    # False: ``purchases_before`` was not counted (no rule being evaluated needs it; the
+    # till counts only then). Conditions that read the count refuse such facts.
+    purchases_known: bool = True
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -117,9 +119,39 @@ class Pool(NamedTuple):
     family_id: uuid.UUID | None  # None: not in a family
 
 
+# A pool just looked up, that ``pool_of`` answers without a query while the block of
+# ``known_pool`` runs: (unit of work, tenant, member, pool). A context variable, so each
+# request (thread) sees only its own.
+_KNOWN: ContextVar[tuple[UnitOfWork, uuid.UUID, uuid.UUID, Pool] | None] = ContextVar(
+    "kopilka_known_pool", default=None
+)
+
+
+@contextmanager
+def known_pool(
+    uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID, pool: Pool
+) -> Iterator[None]:
+    """Inside the block, ``pool_of`` answers ``pool`` for this member in this unit of work
+    (e.g. the till opens the books right after its own lookup: one query, not two). Keep
+    the block short and free of family writes; the re-check after locking accounts
+    (``check_still_own``) always asks the database."""
+    token = _KNOWN.set((uow, tenant_id, member_id, pool))
+    try:
+        yield
+    finally:
+        _KNOWN.reset(token)
+
+
 def pool_of(uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID) -> Pool:
     """Where the member's points live: the family's pool while the member is in one, else
-    the member's own accounts. One primary-key lookup."""
+    the member's own accounts. One primary-key lookup (none inside ``known_pool``)."""
+    known = _KNOWN.get()
+    if known is not None and known[0] is uow and known[2] == member_id and known[1] == tenant_id:
+        return known[3]
+    return _lookup(uow, tenant_id, member_id)
+
+
+def _lookup(uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID) -> Pool:
     row = uow.execute(_HOLDER, {"t": tenant_id, "m": member_id}).first()
     if row is None:
         return Pool(member_id, True, None)
@@ -140,7 +172,7 @@ def check_still_own(
     the lookup is repeated only for empty accounts; SQLite's writers run one at a time."""
     if uow.dialect != "postgresql" or any(a.balance for a in accounts.values()):
         return
-    if wallet_holder(uow, tenant_id, member_id) != member_id:
+    if _lookup(uow, tenant_id, member_id).holder != member_id:  # fresh: not known_pool's
         raise Conflict(
             "The member's family changed while this was processed; retry.",
             code="family_changed",

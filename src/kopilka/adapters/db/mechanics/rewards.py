@@ -455,6 +455,15 @@ class RewardStore:
         )
         return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
+    def offers_privileges(self, tenant_id: uuid.UUID) -> bool:
+        """Whether the tenant has a reward of the privilege kind (active or archived).
+        Without one no member can hold a privilege: orders copy their reward's kind, a
+        reward's kind never changes and rewards are never deleted (orders reference them)."""
+        found = self.uow.execute(
+            sa.select(_R.id).where(_R.tenant_id == tenant_id, _R.kind == "privilege").limit(1)
+        ).first()
+        return found is not None
+
     def active_privileges(
         self, tenant_id: uuid.UUID, member_id: uuid.UUID, now: datetime
     ) -> list[Row]:
