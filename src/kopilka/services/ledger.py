@@ -486,6 +486,13 @@ class LedgerService:
             original = uow.ledger.get_transaction(tenant.id, transaction_id)
             if original is None or original.member_id is None:
                 raise NotFound("Transaction not found.", code="transaction_not_found")
+            if uow.directory.member(tenant.id, original.member_id) is None:
+                # A gift card's money (its wallet is the card's, not a member's): undone only
+                # through the gift card API, which keeps the card's own records in step.
+                raise BusinessRuleViolation(
+                    "A gift card transaction is undone through the gift card API.",
+                    code="not_reversible",
+                )
             book = MemberBook(
                 uow, tenant, original.member_id, actor, now, currency=original.currency
             )

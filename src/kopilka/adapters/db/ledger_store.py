@@ -230,8 +230,11 @@ class SqlLedgerStore:
     def __init__(self, conn: sa.Connection, account_cache: dict[Any, uuid.UUID]) -> None:
         self.conn = conn
         self._dialect = conn.dialect.name
-        # Account ids never change once created: cache tenant account ids per engine.
+        # Account ids never change once created: cache tenant account ids per engine. Ids
+        # seen in this transaction are staged and published only after its COMMIT: an
+        # account created by a transaction that rolls back must never be cached.
         self._account_cache = account_cache
+        self._staged: dict[Any, uuid.UUID] = {}
 
     # ---- accounts ----------------------------------------------------------------------
     def _insert_ignore(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -296,7 +299,8 @@ class SqlLedgerStore:
         """Ids of the tenant's issued, expired, redeemed and adjustment accounts."""
         found: dict[AccountKind, uuid.UUID] = {}
         for kind in TENANT_ACCOUNT_KINDS:
-            cached = self._account_cache.get((tenant_id, kind, currency))
+            key = (tenant_id, kind, currency)
+            cached = self._account_cache.get(key) or self._staged.get(key)
             if cached is not None:
                 found[kind] = cached
         if len(found) == len(TENANT_ACCOUNT_KINDS):
@@ -317,8 +321,13 @@ class SqlLedgerStore:
         for row in rows:
             kind = AccountKind(row.kind)
             found[kind] = row.id
-            self._account_cache[(tenant_id, kind, currency)] = row.id
+            self._staged[(tenant_id, kind, currency)] = row.id
         return found
+
+    def publish(self) -> None:
+        """The transaction committed: the account ids it saw may be cached for the process."""
+        self._account_cache.update(self._staged)
+        self._staged.clear()
 
     def lock_member_accounts(
         self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str, *, lock: bool = True

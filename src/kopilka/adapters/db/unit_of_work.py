@@ -57,6 +57,7 @@ class SqlUnitOfWork:
                     # A read-only unit of work ends with COMMIT: psycopg forgets its prepared
                     # statements on every ROLLBACK (and deallocates them on the server).
                     self._conn.commit()
+                    self.ledger.publish()
                 else:
                     self._conn.rollback()
         finally:
@@ -75,6 +76,7 @@ class SqlUnitOfWork:
         assert self._conn is not None
         self._conn.commit()
         self.committed = True
+        self.ledger.publish()
         release_write_lock(self._conn)  # SQLite: the next writer may go now
 
     def claim_key(self, tenant_id: uuid.UUID, key: str) -> bool:
