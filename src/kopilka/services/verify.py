@@ -68,6 +68,27 @@ CHECKS: dict[str, str] = {
         SELECT id AS subject, remaining AS value FROM lots
         WHERE (remaining < 0 OR remaining > amount) AND (:tenant IS NULL OR tenant_id = :tenant)
     """,
+    # The till's hot tables have no foreign key to their tenant's row (migration 0017).
+    "rows_of_unknown_tenants": """
+        SELECT x.tenant_id AS subject, COUNT(*) AS value FROM (
+            SELECT tenant_id FROM ledger_transactions UNION ALL
+            SELECT tenant_id FROM postings UNION ALL
+            SELECT tenant_id FROM lots UNION ALL
+            SELECT tenant_id FROM lot_movements UNION ALL
+            SELECT tenant_id FROM idempotency_keys UNION ALL
+            SELECT tenant_id FROM receipts UNION ALL
+            SELECT tenant_id FROM receipt_lines
+        ) x
+        WHERE (:tenant IS NULL OR x.tenant_id = :tenant)
+          AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = x.tenant_id)
+        GROUP BY x.tenant_id
+    """,
+    "receipts_of_unknown_outlets": """
+        SELECT r.id AS subject, 0 AS value FROM receipts r
+        WHERE (:tenant IS NULL OR r.tenant_id = :tenant)
+          AND NOT EXISTS (SELECT 1 FROM outlets o
+                          WHERE o.id = r.outlet_id AND o.tenant_id = r.tenant_id)
+    """,
     "forbidden_negative_balances": """
         SELECT id AS subject, balance AS value FROM accounts
         WHERE balance < 0 AND (NOT allow_debt OR kind <> 'wallet')
