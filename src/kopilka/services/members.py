@@ -221,6 +221,19 @@ class MemberHook:
     ) -> None:
         """The profile changed (``fields`` were sent)."""
 
+    def on_merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        """The duplicate profile is being folded into the survivor (same unit of work; the
+        points and cards have moved and the duplicate's row is already ``merged``): move or
+        combine this mechanic's state so that the person keeps it."""
+
 
 class MemberService:
     def __init__(
@@ -630,6 +643,8 @@ class MemberService:
                 tenant.id, survivor_id, {**fill, "attributes": merged_attrs, "updated_at": now}
             )
             uow.directory.move_cards(tenant.id, duplicate_id, survivor_id)
+            for hook in self.hooks:
+                hook.on_merged(uow, tenant, actor, survivor_id, duplicate_id, now)
             uow.directory.audit(
                 tenant.id,
                 actor.name,
