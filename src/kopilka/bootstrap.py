@@ -106,6 +106,7 @@ def bootstrap(
     # slot:stamps:build
     stamps = StampService(uow_factory, clock, programs)
     hooks.append(stamps.hook)
+    member_hooks.append(stamps.member_hook)
     steps["stamps_expired"] = stamps.expire_due
     # slot:families:build
     families = FamilyService(uow_factory, clock, programs)  # no hooks: MemberBook finds pools
@@ -113,12 +114,14 @@ def bootstrap(
     # After the tiers' hook: a condition club reads the final facts.tier.
     clubs = ClubService(uow_factory, clock, programs, fact_hooks=tuple(hooks))
     hooks.append(ClubsHook(clubs))
+    member_hooks.append(clubs.member_hook)
     steps["clubs_lapsed"] = clubs.lapse_due
     # slot:rewards:build
     hooks.append(PrivilegeHook())  # running privileges become member tags and clubs
     # slot:coupons:build
     coupons = CouponService(uow_factory, clock, programs)
     hooks.append(coupons.hook)  # anonymous receipts too: public promo codes
+    member_hooks.append(coupons.member_hook)
     # slot:giftcards:build
     giftcards = GiftCardService(uow_factory, clock)
     hooks.append(giftcards.hook)  # gift cards pay for receipts, anonymous ones too
@@ -129,6 +132,7 @@ def bootstrap(
     # First: its adjust may evaluate the receipt again (a campaign its budget cannot
     # cover), which must happen before other hooks add to the evaluation (stamps...).
     hooks.insert(0, campaigns.hook)
+    member_hooks.append(campaigns.member_hook)
     steps["campaign_reservations_released"] = campaigns.release_reserved
     # slot:draws:build
     # Reward prizes are ordered through the catalogue, whose member facts (the tier's price,
@@ -142,6 +146,8 @@ def bootstrap(
     steps["draws_run"] = draws.run_due  # freeze and draw on the draw's day; deliver prizes
     purchases = PurchaseService(uow_factory, clock, programs, hooks)
     steps = {"held_receipts_voided": purchases.void_expired, **steps}
+    rewards = RewardService(uow_factory, clock, purchases)
+    member_hooks.append(rewards.member_hook)  # merges: orders and limits follow the person
     return Container(
         settings=settings,
         engine=engine,
@@ -168,7 +174,7 @@ def bootstrap(
         # slot:clubs:container
         clubs=clubs,
         # slot:rewards:container
-        rewards=RewardService(uow_factory, clock, purchases),
+        rewards=rewards,
         # slot:coupons:container
         coupons=coupons,
         # slot:giftcards:container

@@ -75,6 +75,7 @@ from kopilka.domain.rules.facts import Context, Line, MemberFacts
 from kopilka.ids import new_id
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
+from kopilka.services.members import MemberHook
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.purchase_hooks import PurchaseHook
@@ -145,6 +146,7 @@ class CampaignService:
         self._running: dict[uuid.UUID, tuple[float, list[CompiledCampaign]]] = {}
         self._compiled: dict[tuple[uuid.UUID, int], CompiledCampaign] = {}
         self.hook = CampaignHook(self)
+        self.member_hook = CampaignMemberHook(self)
 
     # ---- the definitions ---------------------------------------------------------------
     def create(
@@ -1375,3 +1377,33 @@ def _evaluate_without(found: Evaluated, request: ReceiptInput, dropped: dict[str
         evaluation.earned_by_program = {code: 0 for code in evaluation.earned_by_program}
         evaluation.applied = [a for a in evaluation.applied if a.kind not in POINTS_EFFECTS]
     found.evaluation = evaluation
+
+
+class CampaignMemberHook(MemberHook):
+    """A merge gives the duplicate's campaign redemptions to the survivor (per-member
+    limits count them: a merge never resets a limit) and puts the survivor on the lists
+    the duplicate was on. Control-group draws are left as drawn."""
+
+    def __init__(self, service: CampaignService) -> None:
+        self.service = service
+
+    def on_merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        redemptions, listed = CampaignStore(uow).move_member(tenant.id, duplicate_id, survivor_id)
+        if redemptions or listed:
+            uow.directory.audit(
+                tenant.id,
+                actor.name,
+                "campaign.member_merged",
+                "member",
+                survivor_id,
+                {"duplicate": str(duplicate_id), "redemptions": redemptions, "lists": listed},
+                now,
+            )

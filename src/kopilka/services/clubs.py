@@ -57,6 +57,7 @@ from kopilka.ids import new_id
 from kopilka.services.awards import grant_points
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
+from kopilka.services.members import MemberHook
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.purchase_hooks import PurchaseHook
@@ -70,6 +71,18 @@ CODE_LENGTH = 10
 REPORT_CHUNK = 500
 # Memberships that never gave anything: left out of the savings report.
 NEVER_MEMBERS = ("pending", "rejected")
+# When both merged profiles are in a club, the better standing is kept: benefits first, then
+# how close to them (an expired membership still outranks one the person left or was refused).
+MERGE_RANK = {
+    "active": 7,
+    "grace": 6,
+    "cancelled": 5,
+    "unpaid": 4,
+    "pending": 3,
+    "lapsed": 2,
+    "left": 1,
+    "rejected": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -214,6 +227,7 @@ class ClubService:
         self.clock = clock
         self.programs = programs
         self.fact_hooks: list[PurchaseHook] = list(fact_hooks)
+        self.member_hook = ClubMemberHook(self)
 
     # ---- definitions and facts ---------------------------------------------------------
     def clubs_in_force(
@@ -1221,6 +1235,106 @@ class ClubService:
             )
         return cache[key]
 
+    # ---- member merge ------------------------------------------------------------------
+    def merge(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        """Fold the duplicate's memberships, fees and welcome rewards into the survivor's: a
+        club only the duplicate is in changes hands; a club both are in keeps the better
+        standing, the earliest join and any paid time still running."""
+        store = ClubStore(uow)
+        gone = {r["club"]: r for r in store.memberships_of(tenant.id, duplicate_id)}
+        if gone:
+            keep = {r["club"]: r for r in store.memberships_of(tenant.id, survivor_id)}
+            clubs = self.clubs_in_force(uow, tenant.id, now)
+            store.move_memberships(
+                tenant.id, duplicate_id, survivor_id, [c for c in gone if c not in keep]
+            )
+            for code, other in sorted(gone.items()):
+                club = clubs.get(code)
+                kept = keep.get(code)
+                if kept is not None:
+                    kept = self._combine(store, tenant.id, club, kept, other, now)
+                names = club.names if club is not None else {"ru": code, "en": code}
+                self._audit(
+                    uow,
+                    tenant,
+                    actor,
+                    survivor_id,
+                    "club.merge",
+                    code,
+                    {
+                        "ru": f"Членство в клубе «{names['ru']}» перенесено с объединённого "
+                        "профиля.",
+                        "en": f"Membership of the club “{names['en']}” moved over from a "
+                        "merged profile.",
+                    },
+                    now,
+                    duplicate=str(duplicate_id),
+                    status=(kept or other)["status"],
+                )
+        # Fees and the once-only welcome points follow the person even without a stored
+        # membership (a condition club's payment, a membership since deleted).
+        store.move_payments(tenant.id, duplicate_id, survivor_id)
+        store.move_awards(tenant.id, MECHANIC, duplicate_id, survivor_id)
+
+    @staticmethod
+    def _combine(
+        store: ClubStore,
+        tenant_id: uuid.UUID,
+        club: ClubDef | None,
+        kept: dict[str, Any],
+        other: dict[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        """One membership of both profiles: the better standing wins; the first join date
+        and a paid period still giving benefits on either side are kept."""
+        settings = club.settings if club is not None else None
+
+        def standing(row: dict[str, Any]) -> tuple[bool, int, datetime]:
+            state = Membership.of(row)
+            status = effective_status(state, settings, now)
+            return (
+                has_benefits(state, settings, now),
+                MERGE_RANK.get(status, -1),
+                row["paid_until"] or row["joined_at"],
+            )
+
+        best, worse = (kept, other) if standing(kept) >= standing(other) else (other, kept)
+        values: dict[str, Any] = {
+            field: best[field]
+            for field in (
+                "status",
+                "status_changed_at",
+                "invitation_code",
+                "paid_until",
+                "grace_until",
+                "cancelled_at",
+                "reason",
+            )
+        }
+        values["joined_at"] = min(kept["joined_at"], other["joined_at"])
+        values["invitation_code"] = best["invitation_code"] or worse["invitation_code"]
+        if (
+            best["paid_until"] is not None
+            and worse["paid_until"] is not None
+            and worse["paid_until"] > best["paid_until"]
+            and has_benefits(Membership.of(worse), settings, now)
+        ):
+            # Paid time still running on the other profile is the person's: keep the later
+            # end (overlapping periods are not added up; a double payment is the merchant's).
+            values["paid_until"] = worse["paid_until"]
+            values["grace_until"] = worse["grace_until"]
+        store.delete_membership(tenant_id, other["id"])
+        store.update_membership(tenant_id, kept["id"], values)
+        return {**kept, **values}
+
     # ---- the clock's work --------------------------------------------------------------
     def lapse_due(self, now: datetime, tenant_id: uuid.UUID | None = None) -> int:
         """The ``clubs_lapsed`` job step: paid periods that ended go to grace, graces that
@@ -1271,6 +1385,24 @@ def _kept_shares(lines: list[dict[str, Any]]) -> dict[uuid.UUID, tuple[int, int]
         before = found.get(line["receipt_id"], (0, 0))
         found[line["receipt_id"]] = (before[0] + kept, before[1] + bought)
     return found
+
+
+class ClubMemberHook(MemberHook):
+    """Member merges: the person keeps the duplicate profile's clubs, fees and rewards."""
+
+    def __init__(self, service: ClubService) -> None:
+        self.service = service
+
+    def on_merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        self.service.merge(uow, tenant, actor, survivor_id, duplicate_id, now)
 
 
 class ClubsHook(PurchaseHook):

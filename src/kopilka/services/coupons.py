@@ -57,6 +57,7 @@ from kopilka.domain.rules.facts import MemberFacts
 from kopilka.ids import new_id
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
+from kopilka.services.members import MemberHook
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.purchase_hooks import PurchaseHook
@@ -158,6 +159,7 @@ class CouponService:
         self.clock = clock
         self.programs = programs
         self.hook = CouponHook(self)
+        self.member_hook = CouponMemberHook(self)
 
     # ---- public promo codes ------------------------------------------------------------
     def create_promo(self, actor: Actor, body: PromoCodeInput) -> CouponView:
@@ -1019,3 +1021,37 @@ def _terms_fields(terms: Any, row: dict[str, Any], tenant: Tenant) -> dict[str, 
         "valid_from": row["valid_from"],
         "valid_until": row["valid_until"],
     }
+
+
+class CouponMemberHook(MemberHook):
+    """A merge gives the duplicate's personal coupons (issued by receipts, rewards, staff)
+    and its coupon redemptions to the survivor, so a per-member limit counts both
+    profiles' uses: a merge never makes a used code usable again."""
+
+    def __init__(self, service: CouponService) -> None:
+        self.service = service
+
+    def on_merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        coupons, redemptions = CouponStore(uow).move_member(tenant.id, duplicate_id, survivor_id)
+        if coupons or redemptions:
+            uow.directory.audit(
+                tenant.id,
+                actor.name,
+                "coupon.member_merged",
+                "member",
+                survivor_id,
+                {
+                    "duplicate": str(duplicate_id),
+                    "coupons": coupons,
+                    "redemptions": redemptions,
+                },
+                now,
+            )

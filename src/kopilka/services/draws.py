@@ -826,13 +826,15 @@ class DrawService:
                 raise NotFound("Member not found.", code="member_not_found")
             store = DrawStore(uow)
             now = self.clock.now()
+            # A frozen list is never rewritten, so entries frozen under a profile merged into
+            # this one since still name that profile: they are this member's too.
+            profiles = [member_id, *uow.directory.merged_into(tenant.id, member_id)]
             rows = {
                 r["id"]: r
-                for r in store.by_ids(tenant.id, store.member_draw_ids(tenant.id, member_id))
+                for r in store.by_ids(tenant.id, store.member_draw_ids(tenant.id, profiles))
             }
             provisional: dict[uuid.UUID, list[_Candidate]] = {}
             if member["status"] == "active":
-                profiles = [member_id, *uow.directory.merged_into(tenant.id, member_id)]
                 for row in store.with_status(tenant.id, "open"):
                     found = self._candidates(
                         uow, tenant, _definition(row), row["pseudonym_key"], now, profiles
@@ -844,10 +846,10 @@ class DrawService:
             ids = sorted((i for i in rows if before is None or i < before), reverse=True)[:limit]
             frozen = [i for i in ids if i not in provisional]
             entries: dict[uuid.UUID, list[dict[str, Any]]] = {}
-            for e in store.member_entries(tenant.id, member_id, frozen) if frozen else []:
+            for e in store.member_entries(tenant.id, profiles, frozen) if frozen else []:
                 entries.setdefault(e["draw_id"], []).append(e)
             wins: dict[uuid.UUID, list[dict[str, Any]]] = {}
-            for w in store.member_wins(tenant.id, member_id):
+            for w in store.member_wins(tenant.id, profiles):
                 wins.setdefault(w["draw_id"], []).append(w)
             return [
                 self._member_view(rows[i], provisional.get(i), entries.get(i, []), wins.get(i, []))

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import structlog
 
 from kopilka.adapters.db.mechanics.awards import AwardStore
-from kopilka.adapters.db.mechanics.lifecycle import LifecycleStore
+from kopilka.adapters.db.mechanics.lifecycle import LifecycleStore, move_awards
 from kopilka.clock import Clock
 from kopilka.domain.errors import KopilkaError
 from kopilka.domain.lifecycle.dates import (
@@ -52,6 +52,9 @@ log = structlog.get_logger("kopilka.lifecycle")
 BATCH = 500
 WELCOME_KEY = "welcome"
 PROFILE_FIELDS = frozenset({"phone", "email", "name", "birthday"})
+# The award mechanics of this module and of member events (whose caps count them).
+MAX_MERGE_HOPS = 20
+MECHANICS = ("welcome", "birthday", "anniversary", "win_back", "event")
 S = TypeVar("S")
 
 
@@ -175,7 +178,11 @@ class LifecycleService:
     ) -> dict[str, Any]:
         """A first-purchase welcome is taken back when that purchase is fully refunded or
         cancelled (it is not given again)."""
-        award = AwardStore(uow).get(tenant.id, receipt["member_id"], WELCOME_KEY)
+        holder = receipt["member_id"]
+        award = AwardStore(uow).get(tenant.id, holder, WELCOME_KEY)
+        if award is None:
+            # A receipt of a profile merged since: its welcome moved to the survivor.
+            holder, award = _merged_welcome(uow, tenant.id, holder)
         if award is None or award["status"] != "granted":
             return {}
         if (award["params"] or {}).get("receipt_id") != str(receipt["id"]):
@@ -187,12 +194,26 @@ class LifecycleService:
             uow,
             tenant,
             actor,
-            receipt["member_id"],
+            holder,
             WELCOME_KEY,
             now,
             reason="first purchase refunded",
         )
         return {"welcome_taken_back": taken}
+
+    # ---- member merge ------------------------------------------------------------------
+    def merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+    ) -> None:
+        """The duplicate's life-cycle and event awards become the survivor's: a welcome,
+        a year's birthday, an anniversary or a win-back given to either profile is given
+        to the person, and event caps count both. The events themselves stay recorded on
+        the duplicate; the survivor's list includes them (see ``MemberEventService.list``)."""
+        move_awards(uow, tenant.id, survivor_id, duplicate_id, MECHANICS)
 
     # ---- job steps ---------------------------------------------------------------------
     def run_birthdays(self, now: datetime, tenant_id: uuid.UUID | None = None) -> int:
@@ -390,8 +411,26 @@ class LifecycleService:
             return [Tenant.from_row(row) for row in uow.directory.list_tenants()]
 
 
+def _merged_welcome(
+    uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID
+) -> tuple[uuid.UUID, dict[str, Any] | None]:
+    """The welcome award of the profile ``member_id`` was merged into (through a chain),
+    with that profile's id; (member_id, None) if it was not merged or has none."""
+    current = member_id
+    for _ in range(MAX_MERGE_HOPS):
+        row = uow.directory.member(tenant_id, current)
+        if row is None or row["status"] != "merged" or row["merged_into_id"] is None:
+            break
+        current = row["merged_into_id"]
+        award = AwardStore(uow).get(tenant_id, current, WELCOME_KEY)
+        if award is not None:
+            return current, award
+    return member_id, None
+
+
 class WelcomeMemberHook(MemberHook):
-    """The welcome reward at enrolment, or when the profile is completed."""
+    """The welcome reward at enrolment, or when the profile is completed; a merge keeps
+    the life-cycle awards (and event caps) of both profiles on the survivor."""
 
     def __init__(self, service: LifecycleService) -> None:
         self.service = service
@@ -418,6 +457,17 @@ class WelcomeMemberHook(MemberHook):
     ) -> None:
         if PROFILE_FIELDS.intersection(fields):
             self.service.welcome_on_profile(uow, tenant, actor, member_id, now, enrolling=False)
+
+    def on_merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        self.service.merged(uow, tenant, survivor_id, duplicate_id)
 
 
 class WelcomePurchaseHook(PurchaseHook):

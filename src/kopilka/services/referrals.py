@@ -15,7 +15,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from kopilka.adapters.db.mechanics.referrals import ReferralStore
+from kopilka.adapters.db.mechanics.lifecycle import move_awards
+from kopilka.adapters.db.mechanics.referrals import (
+    ReferralStore,
+    merge_codes,
+    merge_fingerprints,
+    merge_referrals,
+    referrals_with_awards_of,
+)
 from kopilka.clock import Clock
 from kopilka.domain.errors import BusinessRuleViolation, FieldError, NotFound, ValidationFailed
 from kopilka.domain.referrals.codes import (
@@ -53,10 +60,6 @@ STATUSES = (
 DEFAULT_CODE_LENGTH = 8
 REFERRER_MECHANIC, REFEREE_MECHANIC = "referral", "referee"
 _MAX_MERGE_HOPS = 20
-_MAX_SETTLED = 200_000  # members remembered per process as having no referral to reward
-# Statuses a referral only reaches without ``confirmed`` (at enrolment, or by a refund):
-# whoever has one will never be rewarded by a purchase.
-_NEVER_AWAITING = frozenset({"voided", "blocked", "capped", "inactive"})
 
 
 class ReferralView(View):
@@ -114,9 +117,6 @@ class ReferralService:
         self.programs = programs
         self.member_hook = _ReferralMemberHook(self)
         self.purchase_hook = _ReferralPurchaseHook(self)
-        # Members seen without a referral awaiting their purchase: none of their later
-        # purchases can reward one, so the till does not look again (see ``confirmed``).
-        self._settled: set[tuple[uuid.UUID, uuid.UUID]] = set()
 
     # ---- reads -------------------------------------------------------------------------
     def summary(self, actor: Actor, member_id: uuid.UUID) -> ReferralSummaryView:
@@ -354,6 +354,49 @@ class ReferralService:
             return row if row["status"] in ("active", "blocked") else None
         return None
 
+    # ---- member merge ------------------------------------------------------------------
+    def merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        """Fold the duplicate's referral state into the survivor (docs/referrals.md,
+        "Member merge"): its code if the survivor has none, the friends it brought, the
+        referral that brought it, its fingerprints and its referral awards."""
+        merge_codes(uow, tenant.id, survivor_id, duplicate_id)
+        merge_referrals(uow, tenant.id, survivor_id, duplicate_id)
+        merge_fingerprints(uow, tenant.id, survivor_id, duplicate_id)
+        renamed = move_awards(
+            uow, tenant.id, survivor_id, duplicate_id, (REFERRER_MECHANIC, REFEREE_MECHANIC)
+        )
+        # A refund voids a referral's awards by (member, key): point them at the survivor.
+        store = ReferralStore(uow)
+        gone = str(duplicate_id)
+        for row in referrals_with_awards_of(uow, tenant.id, [survivor_id, duplicate_id]):
+            awards = row["awards"] or []
+            if not any(a.get("member_id") == gone for a in awards):
+                continue
+            fixed = [
+                {**a, "member_id": str(survivor_id), "key": renamed.get(a["key"], a["key"])}
+                if a.get("member_id") == gone
+                else a
+                for a in awards
+            ]
+            store.update(tenant.id, row["id"], {"awards": fixed})
+        uow.directory.audit(
+            tenant.id,
+            actor.name,
+            "referral.merge",
+            "member",
+            survivor_id,
+            {"duplicate": str(duplicate_id)},
+            now,
+        )
+
     # ---- rewards -----------------------------------------------------------------------
     def _grant(
         self,
@@ -428,24 +471,13 @@ class ReferralService:
         """The friend's first purchase paying at least ``min_purchase`` in money rewards
         the referral (trigger ``first_purchase``).
 
-        A member found without a referral, or with one that can no longer await a purchase,
-        is remembered and not looked up again, since that never changes: a referral row is
-        written only at the referee's enrolment, in the transaction that creates the member
-        (so a member this till found has its row, if any, committed and visible), and
-        ``awaiting_purchase`` is only ever a referral's first status, never returned to.
-        Only statuses this method does not write are remembered (not pending nor rewarded),
-        so a status this very transaction wrote, which a rollback would undo, never is."""
-        key = (tenant.id, receipt["member_id"])
-        if key in self._settled:
-            return {}
+        Looked up on every member's purchase. (Remembering per process the members with no
+        live referral saved the look-up, but a merge can hand a live referral to a member
+        that another worker process had remembered, and that referral would never be
+        rewarded there; the look-up is one indexed read.)"""
         store = ReferralStore(uow)
         referral = _locked_if(store, tenant.id, receipt["member_id"], ("awaiting_purchase",))
-        if referral is None or referral["status"] in _NEVER_AWAITING:
-            if len(self._settled) >= _MAX_SETTLED:
-                self._settled.clear()  # bounded; forgotten members are just looked up again
-            self._settled.add(key)
-            return {}
-        if referral["status"] != "awaiting_purchase":
+        if referral is None or referral["status"] != "awaiting_purchase":
             return {}
         if referral["program"] is None or referral["program_version"] is None:
             return {}
@@ -476,6 +508,9 @@ class ReferralService:
         less paid than ``min_purchase`` (or nothing at all) takes both rewards back."""
         store = ReferralStore(uow)
         referral = _locked_if(store, tenant.id, receipt["member_id"], ("pending", "rewarded"))
+        if referral is None:
+            # A receipt of a profile merged since: its referral moved to the survivor.
+            referral = self._merged_referral(uow, store, tenant.id, receipt["member_id"])
         if (
             referral is None
             or referral["receipt_id"] != receipt["id"]
@@ -520,10 +555,36 @@ class ReferralService:
             "referral": {**_brief({**referral, **values}, tenant, now), "points_taken_back": taken}
         }
 
+    def _merged_referral(
+        self, uow: UnitOfWork, store: ReferralStore, tenant_id: uuid.UUID, member_id: uuid.UUID
+    ) -> dict[str, Any] | None:
+        """The referral of the profile ``member_id`` was merged into (through a chain),
+        locked if it can still be voided; None if the member was not merged."""
+        for _ in range(_MAX_MERGE_HOPS):
+            row = uow.directory.member(tenant_id, member_id)
+            if row is None or row["status"] != "merged" or row["merged_into_id"] is None:
+                return None
+            member_id = row["merged_into_id"]
+            found = _locked_if(store, tenant_id, member_id, ("pending", "rewarded"))
+            if found is not None:
+                return found
+        return None
+
 
 class _ReferralMemberHook(MemberHook):
     def __init__(self, service: ReferralService) -> None:
         self.service = service
+
+    def on_merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        self.service.merged(uow, tenant, actor, survivor_id, duplicate_id, now)
 
     def on_enrolled(
         self,

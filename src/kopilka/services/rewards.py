@@ -75,6 +75,7 @@ from kopilka.services.idempotency import remember, replay_or_claim, request_hash
 from kopilka.services.ledger import balance_view, ensure_may_spend, lapsed_hold_points
 from kopilka.services.ledger_book import MemberBook
 from kopilka.services.ledger_ops import refund_spend
+from kopilka.services.members import MemberHook
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.purchase_hooks import PurchaseHook
 from kopilka.services.purchases import PurchaseService
@@ -284,6 +285,7 @@ class RewardService:
         self.clock = clock
         # Member facts (tier, segments, clubs) as the till sees them, other mechanics' too.
         self.purchases = purchases
+        self.member_hook = RewardMemberHook(self)
 
     # ---- the catalogue -----------------------------------------------------------------
     def create(self, actor: Actor, definition: RewardDefinition) -> RewardView:
@@ -1383,3 +1385,32 @@ class PrivilegeHook(PurchaseHook):
         tags = {p["privilege"]["tag"] for p in running if p.get("privilege", {}).get("tag")}
         clubs = {p["privilege"]["club"] for p in running if p.get("privilege", {}).get("club")}
         return replace(facts, tags=facts.tags | tags, clubs=facts.clubs | clubs)
+
+
+class RewardMemberHook(MemberHook):
+    """A merge gives the duplicate's reward orders to the survivor: their privileges, their
+    place in per-member limits (a merge never resets a limit), refunds of their points."""
+
+    def __init__(self, service: RewardService) -> None:
+        self.service = service
+
+    def on_merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        moved = RewardStore(uow).move_orders(tenant.id, duplicate_id, survivor_id)
+        if moved:
+            uow.directory.audit(
+                tenant.id,
+                actor.name,
+                "reward.orders_merged",
+                "member",
+                survivor_id,
+                {"duplicate": str(duplicate_id), "orders": moved},
+                now,
+            )

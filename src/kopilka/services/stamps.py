@@ -40,11 +40,13 @@ from kopilka.domain.stamps.settings import StampCardSettings
 from kopilka.domain.stamps.texts import (
     describe_movement,
     free_item_effect,
+    stamps_en,
     till_status,
 )
 from kopilka.ids import new_id
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
+from kopilka.services.members import MemberHook
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.purchase_hooks import PurchaseHook, receipt_ref
@@ -111,6 +113,7 @@ class StampService:
         self.clock = clock
         self.programs = programs
         self.hook = StampHook(self)
+        self.member_hook = StampMemberHook(self)
 
     # ---- reads -------------------------------------------------------------------------
     def member_stamps(
@@ -418,6 +421,139 @@ class StampService:
         store.update_card(tenant.id, row["id"], values)
         return movement
 
+    # ---- member merge ------------------------------------------------------------------
+    def merge(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        """Fold the duplicate's cards and history into the survivor's: a card only the
+        duplicate has changes hands; a card both have becomes one (stamps and debts net
+        out, lifetime totals add up, the later expiry is kept) with a ``merge`` movement."""
+        store = StampStore(uow)
+        gone = store.cards(tenant.id, duplicate_id, lock=True)
+        if not gone:
+            return  # one statement for the common case: the duplicate never had a card
+        keep = store.cards(tenant.id, survivor_id, lock=True)
+        both = sorted(card for card in gone if card in keep)
+        # Stamps already past their expiry are written off on their own profile first, so
+        # a merge cannot bring expired stamps back to life.
+        pairs = [
+            (
+                self._expire_if_due(store, tenant, keep[card], now, actor.name),
+                self._expire_if_due(store, tenant, gone[card], now, actor.name),
+            )
+            for card in both
+        ]
+        store.move_movements(tenant.id, duplicate_id, survivor_id)
+        store.move_cards(
+            tenant.id, duplicate_id, survivor_id, [c for c in gone if c not in keep], now
+        )
+        if not pairs:
+            return
+        in_force = {
+            item.card.id: item
+            for item in cards_in_force(self.programs.in_force(uow, tenant.id, now))
+        }
+        for kept, other in pairs:
+            self._combine(
+                uow, store, tenant, actor, kept, other, in_force.get(kept["card_id"]), now
+            )
+
+    def _combine(
+        self,
+        uow: UnitOfWork,
+        store: StampStore,
+        tenant: Tenant,
+        actor: Actor,
+        kept: dict[str, Any],
+        other: dict[str, Any],
+        item: CardInForce | None,
+        now: datetime,
+    ) -> None:
+        """One card of both profiles becomes the survivor's: the duplicate's stamps pay
+        debts first, like any new stamps; its row goes, its history is already moved."""
+        net = int(kept["balance"]) + int(other["balance"]) - int(kept["debt"]) - int(other["debt"])
+        after = CardState(max(net, 0), max(-net, 0))
+        duplicate_id = other["member_id"]
+        key = f"merge:{duplicate_id}"
+        coupons: list[dict[str, Any]] = []
+        if item is not None:  # a coupon card that fills issues its coupons at once
+            after, coupons = self._fill_coupons(
+                uow, tenant, kept["member_id"], item.card, after, now, source_id=key
+            )
+        holding = [r for r in (kept, other) if int(r["balance"]) > 0]
+        expires: datetime | None = None
+        if after.balance > 0 and holding and all(r["expires_at"] is not None for r in holding):
+            # The later of the two: the person's most recent stamp keeps the card alive.
+            expires = max(r["expires_at"] for r in holding)
+        stamped = [r["last_stamp_at"] for r in (kept, other) if r["last_stamp_at"] is not None]
+        store.delete_card(tenant.id, other["id"])
+        store.insert_movement(
+            {
+                "id": new_id(),
+                "tenant_id": tenant.id,
+                "member_id": kept["member_id"],
+                "card_id": kept["card_id"],
+                "kind": "merge",
+                "source_key": key,
+                "receipt_id": None,
+                "program": item.program.code if item is not None else None,
+                "stamps": after.balance - int(kept["balance"]),
+                "debt": after.debt - int(kept["debt"]),
+                "earned": 0,  # the duplicate's earnings came over with its history
+                "rewards": len(coupons),
+                "balance_after": after.balance,
+                "debt_after": after.debt,
+                "details": {
+                    "merged_from": str(duplicate_id),
+                    "stamps_moved": int(other["balance"]),
+                    "debt_moved": int(other["debt"]),
+                    "coupons": coupons,
+                },
+                "actor": actor.name[:128],
+                "created_at": now,
+            }
+        )
+        store.update_card(
+            tenant.id,
+            kept["id"],
+            {
+                "balance": after.balance,
+                "debt": after.debt,
+                "stamps_earned": int(kept["stamps_earned"]) + int(other["stamps_earned"]),
+                "rewards_redeemed": int(kept["rewards_redeemed"])
+                + int(other["rewards_redeemed"])
+                + len(coupons),
+                "last_stamp_at": max(stamped) if stamped else None,
+                "expires_at": expires,
+                "created_at": min(kept["created_at"], other["created_at"]),
+                "updated_at": now,
+            },
+        )
+
+
+class StampMemberHook(MemberHook):
+    """Member merges: the person keeps the duplicate profile's cards and history."""
+
+    def __init__(self, service: StampService) -> None:
+        self.service = service
+
+    def on_merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        self.service.merge(uow, tenant, actor, survivor_id, duplicate_id, now)
+
 
 class StampHook(PurchaseHook):
     """The till's side of the stamp cards."""
@@ -578,9 +714,11 @@ class StampHook(PurchaseHook):
         if not purchases:
             return {}
         this = {int(li["line"]): Decimal(str(li["qty"])) for li in refund.get("lines") or []}
-        member_id = receipt["member_id"]
         out = []
         for purchase in purchases:
+            # The purchase's movement is on the card's holder now: the survivor when the
+            # receipt's profile has been merged into another since (its history moved).
+            member_id = purchase["member_id"]
             details = purchase["details"]
             record = {int(n): v for n, v in (details.get("lines") or {}).items()}
             receipt_lines = [int(n) for n in details.get("receipt_lines") or []]
@@ -841,6 +979,22 @@ def _card_view(
 
 def _movement_view(row: dict[str, Any], names: dict[str, str] | None) -> dict[str, Any]:
     names = names or {"ru": row["card_id"], "en": row["card_id"]}
+    description = describe_movement(
+        row["kind"],
+        names,
+        earned=int(row["earned"]),
+        rewards=int(row["rewards"]),
+        stamps=int(row["stamps"]),
+        debt=int(row["debt"]),
+        details=row["details"] or {},
+    )
+    if row["kind"] == "merge":
+        moved = int((row["details"] or {}).get("stamps_moved", 0))
+        lead = {
+            "ru": f"Профили объединены: на карту «{names['ru']}» перенесено штампов — {moved}.",
+            "en": f"Profiles merged: {stamps_en(moved)} moved to the “{names['en']}” card.",
+        }
+        description = {lang: f"{lead[lang]} {description[lang]}".strip() for lang in ("ru", "en")}
     return {
         "id": str(row["id"]),
         "card": row["card_id"],
@@ -856,13 +1010,5 @@ def _movement_view(row: dict[str, Any], names: dict[str, str] | None) -> dict[st
         "details": row["details"],
         "actor": row["actor"],
         "created_at": row["created_at"].isoformat(),
-        "description": describe_movement(
-            row["kind"],
-            names,
-            earned=int(row["earned"]),
-            rewards=int(row["rewards"]),
-            stamps=int(row["stamps"]),
-            debt=int(row["debt"]),
-            details=row["details"] or {},
-        ),
+        "description": description,
     }

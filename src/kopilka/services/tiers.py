@@ -24,7 +24,16 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kopilka.adapters.db.mechanics.tiers import Ladder, RunParams, TierStore
+from kopilka.adapters.db.mechanics.tiers import (
+    Ladder,
+    RunParams,
+    TierStore,
+    delete_tier,
+    merge_history,
+    merge_qualification,
+    move_tier,
+    tier_rows,
+)
 from kopilka.clock import Clock
 from kopilka.domain.errors import BusinessRuleViolation, ErrorCollector, Forbidden, NotFound
 from kopilka.domain.members.card_numbers import is_valid_number
@@ -144,6 +153,14 @@ def _settings(program: CompiledProgram) -> TierSettings:
 def contribution(metric: str, total_pay: int, points: int) -> int:
     """What one receipt adds to the qualification."""
     return {"spent": total_pay, "purchases": 1, "points": points}[metric]
+
+
+def _merit(row: dict[str, Any], settings: TierSettings | None) -> tuple[int, bool, date, float]:
+    """How good a member's tier row is, for a merge: the higher level, then not in a grace,
+    then the later lock, then the longer held."""
+    index = settings.index(row["tier"]) if settings is not None else -1
+    locked = row["locked_until"] or date.min
+    return index, row["pending_tier"] is None, locked, -row["since"].timestamp()
 
 
 def _legacy_tier(member: dict[str, Any] | None, settings: TierSettings) -> str | None:
@@ -934,6 +951,66 @@ class TierService:
                 reason="enrolled",
             )
 
+    # ---- member merge ------------------------------------------------------------------
+    def merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        """Fold the duplicate's tiers into the survivor: the qualification days are summed,
+        the history moves, and per program the better of the two rows stays (see
+        docs/tiers.md, "Member merge"); then the summed window may upgrade at once."""
+        store = TierStore(uow)
+        store.lock_tenant(tenant.id, exclusive=False)  # not halfway through a nightly run
+        merge_qualification(uow, tenant.id, survivor_id, duplicate_id)
+        merge_history(uow, tenant.id, survivor_id, duplicate_id)
+        in_force = tier_programs(self.programs.in_force(uow, tenant.id, now))
+        ladders = {p.code: _settings(p) for p in in_force}
+        rows = tier_rows(uow, tenant.id, [survivor_id, duplicate_id])
+        survivor_rows = {r["program"]: r for r in rows if r["member_id"] == survivor_id}
+        for dup in (r for r in rows if r["member_id"] == duplicate_id):
+            code = dup["program"]
+            own = survivor_rows.get(code)
+            settings = ladders.get(code)
+            if own is None:
+                move_tier(uow, tenant.id, code, duplicate_id, survivor_id, {"updated_at": now})
+                kept = dup
+            else:
+                kept = max(own, dup, key=lambda r: _merit(r, settings))
+                since = min(own["since"], dup["since"]) if own["tier"] == dup["tier"] else None
+                values: dict[str, Any] = {"updated_at": now}
+                if since is not None:
+                    values["since"] = since  # the same level: held since the earlier day
+                if kept is dup:
+                    delete_tier(uow, tenant.id, code, survivor_id)
+                    move_tier(uow, tenant.id, code, duplicate_id, survivor_id, values)
+                else:
+                    delete_tier(uow, tenant.id, code, duplicate_id)
+                    store.save({**own, **values}, exists=True)
+            uow.directory.audit(
+                tenant.id,
+                actor.name,
+                "tier.merge",
+                "member",
+                survivor_id,
+                {
+                    "program": code,
+                    "duplicate": str(duplicate_id),
+                    "from": own["tier"] if own is not None else None,
+                    "duplicate_tier": dup["tier"],
+                    "to": kept["tier"],
+                },
+                now,
+            )
+        # The summed window may reach a higher level than either profile had.
+        today = periods.local_day(now, tenant.timezone)
+        for program in in_force:
+            self._upgrade(uow, tenant, actor, survivor_id, program, today, now, None)
+
     # ---- the nightly job -----------------------------------------------------------------
     def evaluate(self, now: datetime, tenant_id: uuid.UUID | None = None) -> int:
         """The ``tiers_evaluated`` job step: for each tenant and program with tiers, the
@@ -1087,7 +1164,8 @@ class TierPurchaseHook(PurchaseHook):
 
 
 class TierMemberHook(MemberHook):
-    """A new member gets a tier row and a first history line."""
+    """A new member gets a tier row and a first history line; a merge keeps the better
+    tier and sums the qualification."""
 
     def __init__(self, service: TierService) -> None:
         self.service = service
@@ -1102,3 +1180,14 @@ class TierMemberHook(MemberHook):
         now: datetime,
     ) -> None:
         self.service.start(uow, tenant, actor, member_id, now)
+
+    def on_merged(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        actor: Actor,
+        survivor_id: uuid.UUID,
+        duplicate_id: uuid.UUID,
+        now: datetime,
+    ) -> None:
+        self.service.merged(uow, tenant, actor, survivor_id, duplicate_id, now)

@@ -436,14 +436,21 @@ class CampaignStore:
         return [dict(r._mapping) for r in rows]
 
     def receipts_like(self, row: Row) -> list[Row]:
-        """Receipts made at the reservation's outlet, moment and member: its receipt is one."""
+        """Receipts made at the reservation's outlet, moment and member: its receipt is one.
+        A merge moves the reservation to the survivor but leaves the receipt on the
+        duplicate, so the profiles merged into the member are the member here too."""
         member = receipts.c.member_id
+        if row["member_id"] is None:
+            whose = member.is_(None)
+        else:
+            merged = self.uow.directory.merged_into(row["tenant_id"], row["member_id"])
+            whose = member.in_([row["member_id"], *merged])
         rows = self.uow.execute(
             sa.select(receipts.c.id, receipts.c.status, receipts.c.result).where(
                 receipts.c.tenant_id == row["tenant_id"],
                 receipts.c.outlet_id == row["outlet_id"],
                 receipts.c.occurred_at == row["occurred_at"],
-                member.is_(None) if row["member_id"] is None else member == row["member_id"],
+                whose,
             )
         )
         return [dict(r._mapping) for r in rows]
@@ -458,6 +465,41 @@ class CampaignStore:
             ).where(R.tenant_id == tenant_id, R.campaign_id == campaign_id, R.status.in_(LIVE))
         ).one()
         return {"redemptions": int(count), "points": int(points), "discount": int(discount)}
+
+    # ---- member merge ------------------------------------------------------------------
+    def move_member(
+        self, tenant_id: uuid.UUID, from_id: uuid.UUID, to_id: uuid.UUID
+    ) -> tuple[int, int]:
+        """Fold one member (a merged duplicate) into another, set-based: every redemption
+        moves (so per-member limits count the duplicate's past use), and the campaign lists
+        the duplicate was on now have the survivor (once: a list holds a member once).
+        Control-group draws stay where they are (see docs/campaigns.md). Returns
+        (redemptions, list entries) moved."""
+        used = self.uow.execute(
+            sa.update(campaign_redemptions)
+            .where(R.tenant_id == tenant_id, R.member_id == from_id)
+            .values(member_id=to_id)
+        )
+        table = campaign_members
+        theirs = campaign_members.alias("survivor_listed")
+        listed = self.uow.execute(
+            sa.update(table)
+            .where(
+                table.c.tenant_id == tenant_id,
+                table.c.member_id == from_id,
+                ~sa.exists().where(
+                    theirs.c.tenant_id == tenant_id,
+                    theirs.c.campaign_id == table.c.campaign_id,
+                    theirs.c.member_id == to_id,
+                ),
+            )
+            .values(member_id=to_id)
+        )
+        # Lists that already had the survivor: the duplicate's row is redundant.
+        self.uow.execute(
+            sa.delete(table).where(table.c.tenant_id == tenant_id, table.c.member_id == from_id)
+        )
+        return int(used.rowcount), int(listed.rowcount)
 
     # ---- the control group -------------------------------------------------------------
     def assign(

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kopilka.adapters.db.mechanics.awards import mechanic_awards
 from kopilka.adapters.db.tables import metadata, receipt_lines, receipts
 from kopilka.adapters.db.types import Json, UtcDateTime
 from kopilka.services.ports import UnitOfWork
@@ -110,6 +111,68 @@ class ClubStore:
             sa.update(club_memberships)
             .where(_M.tenant_id == tenant_id, _M.id == membership_id)
             .values(**values)
+        )
+
+    def delete_membership(self, tenant_id: uuid.UUID, membership_id: uuid.UUID) -> None:
+        self.uow.execute(
+            sa.delete(club_memberships).where(_M.tenant_id == tenant_id, _M.id == membership_id)
+        )
+
+    def move_memberships(
+        self,
+        tenant_id: uuid.UUID,
+        from_member: uuid.UUID,
+        to_member: uuid.UUID,
+        clubs: Sequence[str],
+    ) -> None:
+        """Give these memberships of one member to another (who has none of those clubs)."""
+        if not clubs:
+            return
+        self.uow.execute(
+            sa.update(club_memberships)
+            .where(
+                _M.tenant_id == tenant_id,
+                _M.member_id == from_member,
+                _M.club.in_(list(clubs)),
+            )
+            .values(member_id=to_member)
+        )
+
+    def move_payments(
+        self, tenant_id: uuid.UUID, from_member: uuid.UUID, to_member: uuid.UUID
+    ) -> None:
+        """The fees one member paid become another's (the report counts them there)."""
+        self.uow.execute(
+            sa.update(club_payments)
+            .where(_P.tenant_id == tenant_id, _P.member_id == from_member)
+            .values(member_id=to_member)
+        )
+
+    def move_awards(
+        self,
+        tenant_id: uuid.UUID,
+        mechanic: str,
+        from_member: uuid.UUID,
+        to_member: uuid.UUID,
+    ) -> None:
+        """This mechanic's once-only rewards (the welcome points) of one member become
+        another's, so they are not given again; a key the other already has stays put (the
+        reward was given to both; one record is enough to refuse a third)."""
+        awards = mechanic_awards.c
+        theirs = mechanic_awards.alias("theirs")
+        self.uow.execute(
+            sa.update(mechanic_awards)
+            .where(
+                awards.tenant_id == tenant_id,
+                awards.member_id == from_member,
+                awards.mechanic == mechanic,
+                ~sa.exists().where(
+                    theirs.c.tenant_id == tenant_id,
+                    theirs.c.member_id == to_member,
+                    theirs.c.award_key == awards.award_key,
+                ),
+            )
+            .values(member_id=to_member)
         )
 
     def status_counts(self, tenant_id: uuid.UUID, now: datetime) -> list[Row]:

@@ -210,6 +210,24 @@ class CouponStore:
                 {"k": f"coupon:{tenant_id}:{coupon_id}:{member_id}"},
             )
 
+    def move_member(
+        self, tenant_id: uuid.UUID, from_id: uuid.UUID, to_id: uuid.UUID
+    ) -> tuple[int, int]:
+        """Give one member's (a merged duplicate's) personal coupons and coupon redemptions
+        to another, set-based: the per-member limits then count the duplicate's past uses.
+        Returns (coupons, redemptions) moved."""
+        moved = self.uow.execute(
+            sa.update(coupons)
+            .where(_C.tenant_id == tenant_id, _C.member_id == from_id)
+            .values(member_id=to_id)
+        )
+        used = self.uow.execute(
+            sa.update(coupon_redemptions)
+            .where(_R.tenant_id == tenant_id, _R.member_id == from_id)
+            .values(member_id=to_id)
+        )
+        return int(moved.rowcount), int(used.rowcount)
+
     # ---- generated codes -------------------------------------------------------------------
     def insert_codes(self, rows: Sequence[tuple[Any, ...]]) -> set[str]:
         """Insert generated codes (tuples in ``CODE_COLUMNS`` order); return the codes that

@@ -287,17 +287,26 @@ class DrawStore:
         )
 
     def member_entries(
-        self, tenant_id: uuid.UUID, member_id: uuid.UUID, draw_ids: Sequence[uuid.UUID] | None
+        self,
+        tenant_id: uuid.UUID,
+        member_ids: Sequence[uuid.UUID],
+        draw_ids: Sequence[uuid.UUID] | None,
     ) -> list[Row]:
-        stmt = sa.select(draw_entries).where(E.tenant_id == tenant_id, E.member_id == member_id)
+        """Frozen entries of the profiles (a member and those merged into it)."""
+        stmt = sa.select(draw_entries).where(
+            E.tenant_id == tenant_id, E.member_id.in_(list(member_ids))
+        )
         if draw_ids is not None:
             stmt = stmt.where(E.draw_id.in_(list(draw_ids)))
         return _rows(self.uow.execute(stmt.order_by(E.draw_id, E.entry_no)))
 
-    def member_draw_ids(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> list[uuid.UUID]:
+    def member_draw_ids(
+        self, tenant_id: uuid.UUID, member_ids: Sequence[uuid.UUID]
+    ) -> list[uuid.UUID]:
+        """Draws the profiles have frozen entries in."""
         rows = self.uow.execute(
             sa.select(E.draw_id)
-            .where(E.tenant_id == tenant_id, E.member_id == member_id)
+            .where(E.tenant_id == tenant_id, E.member_id.in_(list(member_ids)))
             .group_by(E.draw_id)
         )
         return list(rows.scalars())
@@ -340,11 +349,12 @@ class DrawStore:
             .values(**values)
         )
 
-    def member_wins(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> list[Row]:
+    def member_wins(self, tenant_id: uuid.UUID, member_ids: Sequence[uuid.UUID]) -> list[Row]:
+        """Prizes won by the profiles' frozen entries."""
         return _rows(
             self.uow.execute(
                 sa.select(draw_winners)
-                .where(W.tenant_id == tenant_id, W.member_id == member_id)
+                .where(W.tenant_id == tenant_id, W.member_id.in_(list(member_ids)))
                 .order_by(W.draw_id, W.slot)
             )
         )

@@ -231,3 +231,44 @@ class LifecycleStore:
         if after is not None:
             query = query.where(_M.id > after)
         return list(self.uow.execute(query.order_by(_M.id).limit(limit)).scalars())
+
+
+# ---- member merge --------------------------------------------------------------------------
+def merged_key(key: str, duplicate_id: uuid.UUID) -> str:
+    """The key a duplicate's award takes when the survivor already has one under its key:
+    kept (it still counts for caps and periods) but no longer blocking or blocked."""
+    return f"{key}:merged:{duplicate_id.hex}"
+
+
+def move_awards(
+    uow: UnitOfWork,
+    tenant_id: uuid.UUID,
+    survivor_id: uuid.UUID,
+    duplicate_id: uuid.UUID,
+    mechanics: Sequence[str],
+) -> dict[str, str]:
+    """Hand the duplicate's awards of ``mechanics`` to the survivor, so a once-only key
+    (``welcome``, ``birthday:2026``...) given to either is given to the person, and capped
+    counts include both. Where both hold the same key, the duplicate's is re-keyed with
+    :func:`merged_key` (one unique key per member). Returns {old key: new key} of those."""
+    mine = sa.and_(
+        _A.tenant_id == tenant_id,
+        _A.member_id == duplicate_id,
+        _A.mechanic.in_(list(mechanics)),
+    )
+    theirs = mechanic_awards.alias("theirs")
+    clash = sa.exists().where(
+        theirs.c.tenant_id == tenant_id,
+        theirs.c.member_id == survivor_id,
+        theirs.c.award_key == _A.award_key,
+    )
+    keys = list(uow.execute(sa.select(_A.award_key).where(mine, clash)).scalars())
+    renamed = {str(k): merged_key(str(k), duplicate_id) for k in keys}
+    if renamed:
+        uow.execute(
+            sa.update(mechanic_awards)
+            .where(mine, _A.award_key.in_(list(renamed)))
+            .values(award_key=_A.award_key + f":merged:{duplicate_id.hex}")
+        )
+    uow.execute(sa.update(mechanic_awards).where(mine).values(member_id=survivor_id))
+    return renamed

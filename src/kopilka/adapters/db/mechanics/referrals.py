@@ -233,3 +233,106 @@ def _effective_status(now: datetime | None) -> Any:
         (sa.and_(_REFS.status == "pending", _REFS.pending_until <= now), sa.literal("rewarded")),
         else_=_REFS.status,
     )
+
+
+# ---- member merge --------------------------------------------------------------------------
+def merge_codes(
+    uow: UnitOfWork, tenant_id: uuid.UUID, survivor_id: uuid.UUID, duplicate_id: uuid.UUID
+) -> None:
+    """A survivor without a code takes the duplicate's (the one the person shared); when
+    both have one, the duplicate's stays on the merged profile and brings friends to the
+    survivor through the merge (``ReferralService._referrer``)."""
+    own = referral_codes.alias("own")
+    uow.execute(
+        sa.update(referral_codes)
+        .where(
+            _CODES.tenant_id == tenant_id,
+            _CODES.member_id == duplicate_id,
+            ~sa.exists().where(own.c.tenant_id == tenant_id, own.c.member_id == survivor_id),
+        )
+        .values(member_id=survivor_id)
+    )
+
+
+def merge_referrals(
+    uow: UnitOfWork, tenant_id: uuid.UUID, survivor_id: uuid.UUID, duplicate_id: uuid.UUID
+) -> None:
+    """The friends the duplicate brought become the survivor's (its lists, counts and
+    monthly cap count them); the referral that brought the duplicate becomes the
+    survivor's unless the survivor was referred itself (a person is referred once)."""
+    uow.execute(
+        sa.update(referrals)
+        .where(_REFS.tenant_id == tenant_id, _REFS.referrer_id == duplicate_id)
+        .values(referrer_id=survivor_id)
+    )
+    own = referrals.alias("own")
+    uow.execute(
+        sa.update(referrals)
+        .where(
+            _REFS.tenant_id == tenant_id,
+            _REFS.referee_id == duplicate_id,
+            ~sa.exists().where(own.c.tenant_id == tenant_id, own.c.referee_id == survivor_id),
+        )
+        .values(referee_id=survivor_id)
+    )
+    # One profile invited the other: the person invited themselves. Not rewarded any more
+    # if it still waited for a purchase; rewards already given stay (an operator decides).
+    uow.execute(
+        sa.update(referrals)
+        .where(
+            _REFS.tenant_id == tenant_id,
+            _REFS.referee_id == survivor_id,
+            _REFS.referrer_id == survivor_id,
+            _REFS.status == "awaiting_purchase",
+        )
+        .values(status="blocked", reason="self_referral")
+    )
+
+
+def referrals_with_awards_of(
+    uow: UnitOfWork, tenant_id: uuid.UUID, member_ids: list[uuid.UUID]
+) -> list[dict[str, Any]]:
+    """The members' referrals (either side) that gave points: id and awards."""
+    rows = uow.execute(
+        sa.select(_REFS.id, _REFS.awards).where(
+            _REFS.tenant_id == tenant_id,
+            sa.or_(_REFS.referrer_id.in_(member_ids), _REFS.referee_id.in_(member_ids)),
+            _REFS.referrer_points + _REFS.referee_points > 0,
+        )
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def merge_fingerprints(
+    uow: UnitOfWork, tenant_id: uuid.UUID, survivor_id: uuid.UUID, duplicate_id: uuid.UUID
+) -> None:
+    """The duplicate's enrolment fingerprints become the survivor's too, so a friend
+    sharing one with either profile is still caught."""
+    own = member_fingerprints.alias("own")
+    uow.execute(
+        sa.insert(member_fingerprints).from_select(
+            ["tenant_id", "member_id", "kind", "digest", "source", "created_at"],
+            sa.select(
+                _FPS.tenant_id,
+                sa.literal(survivor_id, sa.Uuid),
+                _FPS.kind,
+                _FPS.digest,
+                _FPS.source,
+                _FPS.created_at,
+            ).where(
+                _FPS.tenant_id == tenant_id,
+                _FPS.member_id == duplicate_id,
+                ~sa.exists().where(
+                    own.c.tenant_id == tenant_id,
+                    own.c.member_id == survivor_id,
+                    own.c.kind == _FPS.kind,
+                    own.c.digest == _FPS.digest,
+                ),
+            ),
+        )
+    )
+    uow.execute(
+        sa.delete(member_fingerprints).where(
+            _FPS.tenant_id == tenant_id, _FPS.member_id == duplicate_id
+        )
+    )

@@ -455,6 +455,16 @@ class RewardStore:
         )
         return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
+    def move_orders(self, tenant_id: uuid.UUID, from_id: uuid.UUID, to_id: uuid.UUID) -> int:
+        """Give every order of one member (a merged duplicate) to another, in one statement:
+        limits, privileges and refunds follow the orders. Returns how many moved."""
+        result = self.uow.execute(
+            sa.update(reward_orders)
+            .where(_O.tenant_id == tenant_id, _O.member_id == from_id)
+            .values(member_id=to_id)
+        )
+        return int(result.rowcount)
+
     def offers_privileges(self, tenant_id: uuid.UUID) -> bool:
         """Whether the tenant has a reward of the privilege kind (active or archived).
         Without one no member can hold a privilege: orders copy their reward's kind, a

@@ -186,6 +186,54 @@ class StampStore:
         rows = self.uow.execute(query.order_by(_MOVES.id.desc()).limit(limit))
         return [dict(r._mapping) for r in rows]
 
+    # ---- member merge ------------------------------------------------------------------
+    def move_cards(
+        self,
+        tenant_id: uuid.UUID,
+        from_member: uuid.UUID,
+        to_member: uuid.UUID,
+        card_ids: list[str],
+        now: datetime,
+    ) -> None:
+        """Give these cards of one member to another (who has no row for them)."""
+        if not card_ids:
+            return
+        self.uow.execute(
+            sa.update(stamp_balances)
+            .where(
+                _CARDS.tenant_id == tenant_id,
+                _CARDS.member_id == from_member,
+                _CARDS.card_id.in_(card_ids),
+            )
+            .values(member_id=to_member, updated_at=now)
+        )
+
+    def delete_card(self, tenant_id: uuid.UUID, row_id: uuid.UUID) -> None:
+        self.uow.execute(
+            sa.delete(stamp_balances).where(_CARDS.tenant_id == tenant_id, _CARDS.id == row_id)
+        )
+
+    def move_movements(
+        self, tenant_id: uuid.UUID, from_member: uuid.UUID, to_member: uuid.UUID
+    ) -> None:
+        """Give one member's history to another, set-based. A natural key the other member
+        already has on the same card (two expiries at the same local midnight) gets the old
+        owner's id appended, so the unique key holds and nothing is lost."""
+        theirs = stamp_movements.alias("theirs")
+        clash = sa.exists().where(
+            theirs.c.tenant_id == tenant_id,
+            theirs.c.member_id == to_member,
+            theirs.c.card_id == _MOVES.card_id,
+            theirs.c.source_key == _MOVES.source_key,
+        )
+        mine = (_MOVES.tenant_id == tenant_id, _MOVES.member_id == from_member)
+        self.uow.execute(
+            sa.update(stamp_movements)
+            .where(*mine, clash)
+            .values(source_key=sa.func.substr(_MOVES.source_key + f"~{from_member}", 1, 255))
+        )
+        self.uow.execute(sa.update(stamp_movements).where(*mine).values(member_id=to_member))
+
     def due_for_expiry(
         self, now: datetime, limit: int, tenant_id: uuid.UUID | None
     ) -> list[tuple[uuid.UUID, uuid.UUID, str]]:

@@ -664,3 +664,80 @@ def _uuid_text(column: Any, postgres: bool) -> Any:
 
 
 _UUID_PARTS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+
+
+# ---- member merge --------------------------------------------------------------------------
+def merge_qualification(
+    uow: UnitOfWork, tenant_id: uuid.UUID, survivor_id: uuid.UUID, duplicate_id: uuid.UUID
+) -> None:
+    """Add the duplicate's days to the survivor's (summed where both bought on a day), then
+    drop the duplicate's: two statements, whatever the number of days."""
+    dialect_insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
+    stmt = dialect_insert(tier_qualification).from_select(
+        ["tenant_id", "member_id", "day", "spent", "purchases", "points"],
+        # SQLite needs the WHERE to tell the SELECT from the ON CONFLICT clause.
+        sa.select(
+            Q.tenant_id, sa.literal(survivor_id, sa.Uuid), Q.day, Q.spent, Q.purchases, Q.points
+        ).where(Q.tenant_id == tenant_id, Q.member_id == duplicate_id),
+    )
+    uow.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Q.tenant_id, Q.member_id, Q.day],
+            set_={
+                "spent": Q.spent + stmt.excluded.spent,
+                "purchases": Q.purchases + stmt.excluded.purchases,
+                "points": Q.points + stmt.excluded.points,
+            },
+        )
+    )
+    uow.execute(
+        sa.delete(tier_qualification).where(Q.tenant_id == tenant_id, Q.member_id == duplicate_id)
+    )
+
+
+def merge_history(
+    uow: UnitOfWork, tenant_id: uuid.UUID, survivor_id: uuid.UUID, duplicate_id: uuid.UUID
+) -> None:
+    """The duplicate's tier history becomes the survivor's (ids are time-ordered, so it
+    interleaves by date)."""
+    uow.execute(
+        sa.update(tier_history)
+        .where(H.tenant_id == tenant_id, H.member_id == duplicate_id)
+        .values(member_id=survivor_id)
+    )
+
+
+def tier_rows(
+    uow: UnitOfWork, tenant_id: uuid.UUID, member_ids: Sequence[uuid.UUID]
+) -> list[dict[str, Any]]:
+    """Every ``member_tiers`` row of the members (all programs), locked on PostgreSQL."""
+    stmt = sa.select(member_tiers).where(
+        MT.tenant_id == tenant_id, MT.member_id.in_(list(member_ids))
+    )
+    if uow.dialect == "postgresql":
+        stmt = stmt.with_for_update()
+    return [dict(r._mapping) for r in uow.execute(stmt)]
+
+
+def delete_tier(uow: UnitOfWork, tenant_id: uuid.UUID, program: str, member_id: uuid.UUID) -> None:
+    uow.execute(
+        sa.delete(member_tiers).where(
+            MT.tenant_id == tenant_id, MT.program == program, MT.member_id == member_id
+        )
+    )
+
+
+def move_tier(
+    uow: UnitOfWork,
+    tenant_id: uuid.UUID,
+    program: str,
+    duplicate_id: uuid.UUID,
+    survivor_id: uuid.UUID,
+    values: dict[str, Any],
+) -> None:
+    """Hand the duplicate's row of ``program`` to the survivor (its own row is gone)."""
+    uow.execute(
+        sa.update(member_tiers)
+        .where(MT.tenant_id == tenant_id, MT.program == program, MT.member_id == duplicate_id)
+        .values(member_id=survivor_id, **values)
+    )
