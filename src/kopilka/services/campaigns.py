@@ -1224,7 +1224,10 @@ class CampaignHook(PurchaseHook):
             share = per.get(code)
             why = dropped.get(code, reason)
             if why is None and (share is None or not share.applied):
-                why = "conditions"
+                # The outlet gate (``_outlet_gate``) kept the rules off an outlet whose own
+                # budget was already spent: say so, not "conditions".
+                spent = _spent_outlets(c, pending.snapshot)
+                why = "budget_exhausted" if found.outlet["code"] in spent else "conditions"
             entry: dict[str, Any] = {
                 "code": code,
                 "name": _name(c),
@@ -1338,15 +1341,20 @@ def _member_limit_reached(
     return False
 
 
-def _outlet_gate(c: CompiledCampaign, snapshot: Snapshot) -> Gate:
-    """A test of the receipt's context: the campaign's outlets, and outlets whose own
-    budget is spent."""
-    outlets = set(c.fields.outlets) if c.fields.outlets is not None else None
-    spent = {
+def _spent_outlets(c: CompiledCampaign, snapshot: Snapshot) -> set[str]:
+    """Outlets whose own budget of the campaign had nothing left in the snapshot."""
+    return {
         outlet
         for key in caps(c.fields.budgets)
         if (outlet := scope_outlet(key[1])) is not None and _left(c, snapshot, key) <= 0
     }
+
+
+def _outlet_gate(c: CompiledCampaign, snapshot: Snapshot) -> Gate:
+    """A test of the receipt's context: the campaign's outlets, and outlets whose own
+    budget is spent."""
+    outlets = set(c.fields.outlets) if c.fields.outlets is not None else None
+    spent = _spent_outlets(c, snapshot)
 
     def allowed(ctx: Context) -> bool:
         code = ctx.outlet_code or ""
