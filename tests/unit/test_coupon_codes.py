@@ -78,3 +78,13 @@ def test_taken_codes_are_replaced_by_fresh_ones() -> None:
     assert len(again) == len(set(again)) == 50
     assert not set(again) & taken
     assert set(made[10:]) <= set(again)
+
+
+def test_personal_codes_are_long_valid_and_unambiguous() -> None:
+    made = [codes.personal_code() for _ in range(20_000)]
+    assert len(set(made)) == len(made)  # 59 random bits: a repeat here would be a bug
+    for code in made[:500]:
+        assert codes.is_valid(code)
+        assert code.startswith("K")
+        assert len(code) == 13
+        assert set(code[1:]) <= set(codes.DEFAULT_ALPHABET)

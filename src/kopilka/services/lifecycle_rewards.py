@@ -3,11 +3,11 @@ key, a coupon, and a plain-language ru/en description of what was given."""
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from kopilka.domain.coupons.codes import personal_code
 from kopilka.domain.ledger.descriptions import describe
 from kopilka.domain.ledger.expiry import RollingExpiry
 from kopilka.domain.ledger.expiry import expires_at as policy_expiry
@@ -49,7 +49,7 @@ def give_reward(
         if reward.expires_in_days is not None
         else policy_expiry(program.settings.expiry, now, tz)
     )
-    coupon_code = "K" + secrets.token_hex(5).upper() if reward.coupon is not None else None
+    coupon_code = personal_code() if reward.coupon is not None else None
     all_params: dict[str, Any] = dict(params or {})
     if reward.label is not None:
         all_params["label"] = reward.label.as_dict()

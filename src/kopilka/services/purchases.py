@@ -3,7 +3,6 @@ refund in full or in part, and cancel. One purchase is one database transaction.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -13,6 +12,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from kopilka.clock import Clock
+from kopilka.domain.coupons.codes import personal_code
 from kopilka.domain.errors import (
     BusinessRuleViolation,
     Conflict,
@@ -1145,7 +1145,7 @@ class PurchaseService:
     ) -> list[dict[str, Any]]:
         issued = []
         for coupon in coupons:
-            code = "K" + secrets.token_hex(5).upper()
+            code = personal_code()
             row = {
                 "id": new_id(),
                 "tenant_id": tenant_id,

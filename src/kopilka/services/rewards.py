@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import secrets
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from kopilka.adapters.db import outbox
 from kopilka.adapters.db.mechanics.families import pool_of
 from kopilka.adapters.db.mechanics.rewards import RewardStore
 from kopilka.clock import Clock
+from kopilka.domain.coupons.codes import personal_code
 from kopilka.domain.errors import (
     BusinessRuleViolation,
     Conflict,
@@ -1261,7 +1261,7 @@ def _issue_coupons(
     issued = []
     valid_until = now + timedelta(days=coupon.valid_days)
     for _ in range(units):
-        code = "K" + secrets.token_hex(5).upper()
+        code = personal_code()
         uow.commerce.insert_coupon(
             {
                 "id": new_id(),

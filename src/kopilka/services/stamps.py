@@ -10,7 +10,6 @@ writers), so two tills cannot spend the same full card twice.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from kopilka.adapters.db.mechanics.stamps import StampStore
 from kopilka.clock import Clock
+from kopilka.domain.coupons.codes import personal_code
 from kopilka.domain.errors import BusinessRuleViolation, FieldError, NotFound, ValidationFailed
 from kopilka.domain.ledger.expiry import RollingExpiry
 from kopilka.domain.ledger.expiry import expires_at as policy_expiry
@@ -333,7 +333,7 @@ class StampService:
         count = state.balance // card.stamps
         issued = []
         for _ in range(count):
-            code = "K" + secrets.token_hex(5).upper()
+            code = personal_code()
             valid_until = now + timedelta(days=coupon.valid_days)
             uow.commerce.insert_coupon(
                 {

@@ -102,6 +102,17 @@ def random_symbols(count: int, alphabet: str) -> str:
     return b"".join(out)[:count].decode("ascii")
 
 
+# Personal coupons issued by receipts, stamp cards, rewards and life-cycle events: "K" and
+# 12 symbols of the default alphabet, ≈ 59 random bits, so that even a tenant with
+# millions of them practically never draws a taken code (the unique key would refuse it).
+PERSONAL_PREFIX, PERSONAL_LENGTH = "K", 12
+
+
+def personal_code() -> str:
+    """A fresh code for a coupon issued to one member."""
+    return PERSONAL_PREFIX + random_symbols(PERSONAL_LENGTH, DEFAULT_ALPHABET)
+
+
 def generate(
     count: int, length: int, alphabet: str = DEFAULT_ALPHABET, prefix: str = ""
 ) -> list[str]:
