@@ -7,7 +7,7 @@ from datetime import datetime
 
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor, Tenant
-from kopilka.services.members import MemberHook
+from kopilka.services.members import MemberHook, current_profile, merged_into, profile_chain
 from kopilka.services.ports import UnitOfWork
 from tests.conftest import Merchant
 
@@ -42,3 +42,27 @@ def test_every_member_hook_hears_of_a_merge_once(container: Container, merchant:
     finally:
         c.members.hooks.remove(recorder)
     assert recorder.calls == [(survivor, duplicate, "merged")]
+
+
+def test_a_chain_of_merges_leads_to_the_surviving_profile(
+    container: Container, merchant: Merchant
+) -> None:
+    c, m = container, merchant
+    first, second, third = (
+        c.members.enroll(m.actor, {"phone": f"+7916123002{i}"}).id for i in range(3)
+    )
+    c.members.merge(m.actor, second, third)  # third -> second
+    c.members.merge(m.actor, first, second)  # second -> first
+    with c.uow_factory(write=False) as uow:
+        chain = [row["id"] for row in profile_chain(uow, m.tenant_id, third)]
+        onward = [row["id"] for row in merged_into(uow, m.tenant_id, third)]
+        current = current_profile(uow, m.tenant_id, third)
+        own = current_profile(uow, m.tenant_id, first)
+        unknown = current_profile(uow, m.tenant_id, uuid.uuid4())
+    assert chain == [third, second, first]
+    assert onward == [second, first]
+    assert current is not None
+    assert current["id"] == first
+    assert own is not None
+    assert own["id"] == first
+    assert unknown is None

@@ -82,6 +82,7 @@ from kopilka.services.awards import grant_points
 from kopilka.services.context import Actor, Role, Tenant, load_tenant
 from kopilka.services.jobs import JOB_ACTOR
 from kopilka.services.ledger_book import MemberBook
+from kopilka.services.members import current_profile
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.rewards import RedeemInput, RewardService
@@ -1129,11 +1130,7 @@ def _entrants(
 
 def _payee(uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID) -> dict[str, Any]:
     """The active profile a winner's prize goes to (the survivor of a merge since)."""
-    member = uow.directory.member(tenant_id, member_id)
-    for _ in range(MAX_MERGE_HOPS):
-        if member is None or member["status"] != "merged" or member["merged_into_id"] is None:
-            break
-        member = uow.directory.member(tenant_id, member["merged_into_id"])
+    member = current_profile(uow, tenant_id, member_id)
     if member is None:
         raise NotFound("The winner's profile is gone.", code="member_not_found")
     if member["status"] != "active":

@@ -43,7 +43,7 @@ from kopilka.services.jobs import JOB_ACTOR, JobStep
 from kopilka.services.ledger_book import MemberBook
 from kopilka.services.lifecycle_rewards import give_reward, section_in_force
 from kopilka.services.member_events import MemberEventService
-from kopilka.services.members import MemberHook
+from kopilka.services.members import MemberHook, merged_into
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.purchase_hooks import PurchaseHook
@@ -53,7 +53,6 @@ BATCH = 500
 WELCOME_KEY = "welcome"
 PROFILE_FIELDS = frozenset({"phone", "email", "name", "birthday"})
 # The award mechanics of this module and of member events (whose caps count them).
-MAX_MERGE_HOPS = 20
 MECHANICS = ("welcome", "birthday", "anniversary", "win_back", "event")
 S = TypeVar("S")
 
@@ -416,15 +415,10 @@ def _merged_welcome(
 ) -> tuple[uuid.UUID, dict[str, Any] | None]:
     """The welcome award of the profile ``member_id`` was merged into (through a chain),
     with that profile's id; (member_id, None) if it was not merged or has none."""
-    current = member_id
-    for _ in range(MAX_MERGE_HOPS):
-        row = uow.directory.member(tenant_id, current)
-        if row is None or row["status"] != "merged" or row["merged_into_id"] is None:
-            break
-        current = row["merged_into_id"]
-        award = AwardStore(uow).get(tenant_id, current, WELCOME_KEY)
+    for survivor in merged_into(uow, tenant_id, member_id):
+        award = AwardStore(uow).get(tenant_id, survivor["id"], WELCOME_KEY)
         if award is not None:
-            return current, award
+            return survivor["id"], award
     return member_id, None
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -192,6 +193,42 @@ def normalize_profile(
             }
         values["consents"] = consents
     return values
+
+
+# A merged profile names the one it was merged into, which may have been merged in turn.
+MAX_MERGE_HOPS = 20
+
+
+def profile_chain(
+    uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID, *, lock: bool = False
+) -> Iterator[dict[str, Any]]:
+    """The member's profile, then each profile it was merged into, nearest first (``lock``
+    locks each row read). Nothing for an unknown member."""
+    row = uow.directory.member(tenant_id, member_id, lock=lock)
+    for _ in range(MAX_MERGE_HOPS + 1):
+        if row is None:
+            return
+        yield row
+        if row["status"] != "merged" or row["merged_into_id"] is None:
+            return
+        row = uow.directory.member(tenant_id, row["merged_into_id"], lock=lock)
+
+
+def merged_into(
+    uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID, *, lock: bool = False
+) -> Iterator[dict[str, Any]]:
+    """The profiles a merged member was folded into, nearest first (none if not merged)."""
+    chain = profile_chain(uow, tenant_id, member_id, lock=lock)
+    next(chain, None)  # the member itself
+    yield from chain
+
+
+def current_profile(
+    uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID, *, lock: bool = False
+) -> dict[str, Any] | None:
+    """The member's own profile, or the survivor it was merged into (through a chain)."""
+    last = deque(profile_chain(uow, tenant_id, member_id, lock=lock), maxlen=1)
+    return last[0] if last else None
 
 
 class MemberHook:

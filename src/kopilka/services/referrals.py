@@ -42,7 +42,7 @@ from kopilka.services.awards import grant_points, void_award
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.ledger_book import local_date
 from kopilka.services.ledger_ops import proportional
-from kopilka.services.members import MemberHook
+from kopilka.services.members import MemberHook, current_profile, merged_into
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.purchase_hooks import PurchaseHook
@@ -59,7 +59,6 @@ STATUSES = (
 )
 DEFAULT_CODE_LENGTH = 8
 REFERRER_MECHANIC, REFEREE_MECHANIC = "referral", "referee"
-_MAX_MERGE_HOPS = 20
 
 
 class ReferralView(View):
@@ -344,15 +343,8 @@ class ReferralService:
         """The member a code belongs to, locked (the monthly cap is counted under it); a
         merged profile's code brings the friend to the surviving profile; an erased
         member's code is dead."""
-        for _ in range(_MAX_MERGE_HOPS):
-            row = uow.directory.member(tenant_id, member_id, lock=True)
-            if row is None:
-                return None
-            if row["status"] == "merged" and row["merged_into_id"] is not None:
-                member_id = row["merged_into_id"]
-                continue
-            return row if row["status"] in ("active", "blocked") else None
-        return None
+        row = current_profile(uow, tenant_id, member_id, lock=True)
+        return row if row is not None and row["status"] in ("active", "blocked") else None
 
     # ---- member merge ------------------------------------------------------------------
     def merged(
@@ -560,12 +552,8 @@ class ReferralService:
     ) -> dict[str, Any] | None:
         """The referral of the profile ``member_id`` was merged into (through a chain),
         locked if it can still be voided; None if the member was not merged."""
-        for _ in range(_MAX_MERGE_HOPS):
-            row = uow.directory.member(tenant_id, member_id)
-            if row is None or row["status"] != "merged" or row["merged_into_id"] is None:
-                return None
-            member_id = row["merged_into_id"]
-            found = _locked_if(store, tenant_id, member_id, ("pending", "rewarded"))
+        for survivor in merged_into(uow, tenant_id, member_id):
+            found = _locked_if(store, tenant_id, survivor["id"], ("pending", "rewarded"))
             if found is not None:
                 return found
         return None
