@@ -75,7 +75,7 @@ from kopilka.domain.rules.facts import Context, Line, MemberFacts
 from kopilka.ids import new_id
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
-from kopilka.services.members import MemberHook
+from kopilka.services.members import MemberHook, audit_merge
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.purchase_hooks import PurchaseHook
@@ -1406,12 +1406,14 @@ class CampaignMemberHook(MemberHook):
     ) -> None:
         redemptions, listed = CampaignStore(uow).move_member(tenant.id, duplicate_id, survivor_id)
         if redemptions or listed:
-            uow.directory.audit(
-                tenant.id,
-                actor.name,
+            audit_merge(
+                uow,
+                tenant,
+                actor,
                 "campaign.member_merged",
-                "member",
                 survivor_id,
-                {"duplicate": str(duplicate_id), "redemptions": redemptions, "lists": listed},
+                duplicate_id,
                 now,
+                redemptions=redemptions,
+                lists=listed,
             )

@@ -57,7 +57,7 @@ from kopilka.domain.rules.facts import MemberFacts
 from kopilka.ids import new_id
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
-from kopilka.services.members import MemberHook
+from kopilka.services.members import MemberHook, audit_merge
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.purchase_hooks import PurchaseHook
@@ -1042,16 +1042,14 @@ class CouponMemberHook(MemberHook):
     ) -> None:
         coupons, redemptions = CouponStore(uow).move_member(tenant.id, duplicate_id, survivor_id)
         if coupons or redemptions:
-            uow.directory.audit(
-                tenant.id,
-                actor.name,
+            audit_merge(
+                uow,
+                tenant,
+                actor,
                 "coupon.member_merged",
-                "member",
                 survivor_id,
-                {
-                    "duplicate": str(duplicate_id),
-                    "coupons": coupons,
-                    "redemptions": redemptions,
-                },
+                duplicate_id,
                 now,
+                coupons=coupons,
+                redemptions=redemptions,
             )

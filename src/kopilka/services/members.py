@@ -231,6 +231,29 @@ def current_profile(
     return last[0] if last else None
 
 
+def audit_merge(
+    uow: UnitOfWork,
+    tenant: Tenant,
+    actor: Actor,
+    action: str,
+    survivor_id: uuid.UUID,
+    duplicate_id: uuid.UUID,
+    now: datetime,
+    **details: Any,
+) -> None:
+    """The audit line a merge writes on the survivor (the merge itself, or a mechanic whose
+    state it moved), naming the duplicate."""
+    uow.directory.audit(
+        tenant.id,
+        actor.name,
+        action,
+        "member",
+        survivor_id,
+        {"duplicate": str(duplicate_id), **details},
+        now,
+    )
+
+
 class MemberHook:
     """What a loyalty mechanic does when a member enrols or updates the profile (a welcome
     bonus, a referral's attribution...). Runs inside the same unit of work."""
@@ -682,15 +705,7 @@ class MemberService:
             uow.directory.move_cards(tenant.id, duplicate_id, survivor_id)
             for hook in self.hooks:
                 hook.on_merged(uow, tenant, actor, survivor_id, duplicate_id, now)
-            uow.directory.audit(
-                tenant.id,
-                actor.name,
-                "member.merge",
-                "member",
-                survivor_id,
-                {"duplicate": str(duplicate_id)},
-                now,
-            )
+            audit_merge(uow, tenant, actor, "member.merge", survivor_id, duplicate_id, now)
             view = self._view(uow, tenant.id, survivor_id)
             remember(uow, tenant.id, idempotency_key, digest, view.to_json(), now)
             uow.commit()

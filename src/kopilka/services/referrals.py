@@ -42,7 +42,7 @@ from kopilka.services.awards import grant_points, void_award
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.ledger_book import local_date
 from kopilka.services.ledger_ops import proportional
-from kopilka.services.members import MemberHook, current_profile, merged_into
+from kopilka.services.members import MemberHook, audit_merge, current_profile, merged_into
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.purchase_hooks import PurchaseHook
@@ -379,15 +379,7 @@ class ReferralService:
                 for a in awards
             ]
             store.update(tenant.id, row["id"], {"awards": fixed})
-        uow.directory.audit(
-            tenant.id,
-            actor.name,
-            "referral.merge",
-            "member",
-            survivor_id,
-            {"duplicate": str(duplicate_id)},
-            now,
-        )
+        audit_merge(uow, tenant, actor, "referral.merge", survivor_id, duplicate_id, now)
 
     # ---- rewards -----------------------------------------------------------------------
     def _grant(

@@ -75,7 +75,7 @@ from kopilka.services.idempotency import remember, replay_or_claim, request_hash
 from kopilka.services.ledger import balance_view, ensure_may_spend, lapsed_hold_points
 from kopilka.services.ledger_book import MemberBook
 from kopilka.services.ledger_ops import refund_spend
-from kopilka.services.members import MemberHook
+from kopilka.services.members import MemberHook, audit_merge
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.purchase_hooks import PurchaseHook
 from kopilka.services.purchases import PurchaseService
@@ -1405,12 +1405,13 @@ class RewardMemberHook(MemberHook):
     ) -> None:
         moved = RewardStore(uow).move_orders(tenant.id, duplicate_id, survivor_id)
         if moved:
-            uow.directory.audit(
-                tenant.id,
-                actor.name,
+            audit_merge(
+                uow,
+                tenant,
+                actor,
                 "reward.orders_merged",
-                "member",
                 survivor_id,
-                {"duplicate": str(duplicate_id), "orders": moved},
+                duplicate_id,
                 now,
+                orders=moved,
             )
