@@ -84,22 +84,20 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
-    import uvicorn
+    from kopilka.api.serving import serve as serve_api
+    from kopilka.logging import configure_logging
 
     settings = Settings()
     workers = workers or settings.workers
     if workers > 1 and settings.database_url.startswith("sqlite"):
         typer.echo("SQLite serves from one process; use PostgreSQL for more workers.", err=True)
         workers = 1
-    uvicorn.run(
-        "kopilka.api.asgi:app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
+    configure_logging(settings.log_level, settings.log_json)
+    code = serve_api(
+        host or settings.host, port or settings.port, workers, settings.log_level.lower()
     )
+    if code:
+        raise typer.Exit(code)
 
 
 # ---- tenants, outlets, keys --------------------------------------------------------------
