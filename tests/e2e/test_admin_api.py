@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kopilka.bootstrap import Container
+from kopilka.domain.errors import Unauthorized
 from kopilka.testing import FakeClock
 from tests.conftest import Merchant
 from tests.e2e.helpers import accrue, assert_problem, enrol, error_paths, ok, writes
@@ -260,3 +261,36 @@ def test_api_key_refusals(
     if path:
         assert path in error_paths(problem)
     assert writes(container.engine) == rows
+
+
+def test_a_cached_key_is_checked_without_the_database(
+    client: TestClient, merchant: Merchant, container: Container, clock: FakeClock
+) -> None:
+    """The API checks a cached key on the event loop (authenticate_cached); a key not
+    cached, or whose last-used time is due, goes to the database. Errors are the same."""
+    tenants = container.tenants
+    made = ok(
+        client.post("/v1/api-keys", headers=merchant.headers(), json={"role": "readonly"}), 201
+    )
+    key = made["key"]
+    container.uow_factory.cache.clear()
+    assert tenants.authenticate_cached(key) is None  # not cached: the database decides
+    actor = tenants.authenticate(key)  # reads, records last use, caches
+    cached = tenants.authenticate_cached(key)
+    assert cached == actor
+    with pytest.raises(Unauthorized) as wrong:
+        tenants.authenticate_cached(key[:-1] + ("A" if key[-1] != "A" else "B"))
+    assert wrong.value.code == "invalid_api_key"
+    with pytest.raises(Unauthorized) as malformed:
+        tenants.authenticate_cached("nonsense")
+    assert malformed.value.code == "invalid_api_key"
+    clock.advance(seconds=61)
+    assert tenants.authenticate_cached(key) is None  # last use due: the database writes it
+    tenants.authenticate(key)
+    assert tenants.authenticate_cached(key) == actor
+    ok(client.delete(f"/v1/api-keys/{made['id']}", headers=merchant.headers()))
+    assert tenants.authenticate_cached(key) is None  # revoking empties this process's cache
+    for check in (tenants.authenticate, tenants.authenticate_cached):  # then read, cached
+        with pytest.raises(Unauthorized) as revoked:
+            check(key)
+        assert revoked.value.code == "api_key_revoked"

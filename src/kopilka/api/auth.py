@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import Forbidden, Unauthorized
@@ -15,12 +16,15 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer kp_…
 _header = APIKeyHeader(name="X-Api-Key", auto_error=False, description="X-Api-Key: kp_…")
 
 
-def container(request: Request) -> Container:
+# The dependencies are ``async``: FastAPI runs a plain ``def`` dependency in a worker thread,
+# and each hand-off to a thread and back costs more CPU than these do. Only a key that is
+# not cached (or whose last-used time is due) goes to a thread, for the database.
+async def container(request: Request) -> Container:
     found: Container = request.app.state.container
     return found
 
 
-def current_actor(
+async def current_actor(
     request: Request,
     bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
     header_key: str | None = Depends(_header),
@@ -28,15 +32,18 @@ def current_actor(
     raw = bearer.credentials if bearer else header_key
     if not raw:
         raise Unauthorized("Send an API key: Authorization: Bearer <key>.", code="missing_api_key")
-    actor = container(request).tenants.authenticate(raw)
+    tenants = (await container(request)).tenants
+    actor = tenants.authenticate_cached(raw)
+    if actor is None:
+        actor = await run_in_threadpool(tenants.authenticate, raw)
     request.state.actor = actor
     return actor
 
 
-def require(*roles: Role) -> Callable[[Actor], Actor]:
+def require(*roles: Role) -> Callable[[Actor], Awaitable[Actor]]:
     """A dependency admitting only ``roles``."""
 
-    def check(actor: Actor = Depends(current_actor)) -> Actor:
+    async def check(actor: Actor = Depends(current_actor)) -> Actor:
         if actor.role not in roles:
             allowed = ", ".join(r.value for r in roles)
             raise Forbidden(f"This needs a key with role {allowed}.", code="role_not_allowed")

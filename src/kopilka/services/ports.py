@@ -41,6 +41,9 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
+    # The process's TTL cache, also lent to each unit of work (``UnitOfWork.cache``).
+    cache: Cache
+
     def __call__(self, *, write: bool = True) -> UnitOfWork: ...
 
     def ledger_functions(self) -> LedgerFunctions | None: ...

@@ -321,34 +321,64 @@ class TenantService:
 
     def authenticate(self, raw_key: str) -> Actor:
         """Resolve a presented key to its actor; any failure is the same 401."""
-        failure = Unauthorized("Missing or invalid API key.", code="invalid_api_key")
-        parts = split_key(raw_key)
-        if parts is None:
-            raise failure
-        key_id, secret = parts
+        actor = self.authenticate_cached(raw_key)
+        if actor is not None:
+            return actor
+        key_id, secret = self._split(raw_key)
         now = self.clock.now()
-        with self.uow_factory(write=False) as uow:
-            row = uow.cache.get(("api_key", key_id))
-            if row is None:
+        row = self.uow_factory.cache.get(("api_key", key_id))
+        if row is None:
+            with self.uow_factory(write=False) as uow:
                 row = uow.directory.api_key_by_key_id(key_id)
                 if row is not None:
                     uow.cache.put(("api_key", key_id), row)
-        if row is None or not hmac.compare_digest(row["secret_hash"], hash_secret(secret)):
-            raise failure
-        if row["revoked_at"] is not None:
-            raise Unauthorized("This API key was revoked.", code="api_key_revoked")
+        row = self._checked(row, secret)
         last = row["last_used_at"]
         if last is None or last < now - LAST_USED_RESOLUTION:
             with self.uow_factory(write=True) as uow:
                 uow.directory.touch_api_key(row["id"], now, now - LAST_USED_RESOLUTION)
                 uow.commit()
                 uow.cache.put(("api_key", key_id), {**row, "last_used_at": now})
-        return Actor(
-            tenant_id=row["tenant_id"],
-            name=f"apikey:{key_id}",
-            role=Role(row["role"]),
-            outlet_id=row["outlet_id"],
-        )
+        return _actor(key_id, row)
+
+    def authenticate_cached(self, raw_key: str) -> Actor | None:
+        """:meth:`authenticate` without the database: the actor when this process has the
+        key cached and its last-used time is recent; None when the database is needed.
+        Errors are the same. (The API calls it on the event loop, and the full
+        :meth:`authenticate` in a worker thread only when this answers None.)"""
+        key_id, secret = self._split(raw_key)
+        row = self.uow_factory.cache.get(("api_key", key_id))
+        if row is None:
+            return None
+        row = self._checked(row, secret)
+        last = row["last_used_at"]
+        if last is None or last < self.clock.now() - LAST_USED_RESOLUTION:
+            return None
+        return _actor(key_id, row)
+
+    @staticmethod
+    def _split(raw_key: str) -> tuple[str, str]:
+        parts = split_key(raw_key)
+        if parts is None:
+            raise Unauthorized("Missing or invalid API key.", code="invalid_api_key")
+        return parts
+
+    @staticmethod
+    def _checked(row: dict[str, Any] | None, secret: str) -> dict[str, Any]:
+        if row is None or not hmac.compare_digest(row["secret_hash"], hash_secret(secret)):
+            raise Unauthorized("Missing or invalid API key.", code="invalid_api_key")
+        if row["revoked_at"] is not None:
+            raise Unauthorized("This API key was revoked.", code="api_key_revoked")
+        return row
+
+
+def _actor(key_id: str, row: dict[str, Any]) -> Actor:
+    return Actor(
+        tenant_id=row["tenant_id"],
+        name=f"apikey:{key_id}",
+        role=Role(row["role"]),
+        outlet_id=row["outlet_id"],
+    )
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
