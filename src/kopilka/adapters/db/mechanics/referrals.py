@@ -68,6 +68,10 @@ member_fingerprints = sa.Table(
 _CODES = referral_codes.c
 _REFS = referrals.c
 _FPS = member_fingerprints.c
+_OF_REFEREE = sa.select(referrals).where(
+    _REFS.tenant_id == sa.bindparam("t"), _REFS.referee_id == sa.bindparam("r")
+)
+_OF_REFEREE_LOCKED = _OF_REFEREE.with_for_update()
 
 
 class ReferralStore:
@@ -114,13 +118,11 @@ class ReferralStore:
     def of_referee(
         self, tenant_id: uuid.UUID, referee_id: uuid.UUID, *, lock: bool = False
     ) -> dict[str, Any] | None:
-        """The referral that brought ``referee_id``; locked (PostgreSQL) for a change."""
-        query = sa.select(referrals).where(
-            _REFS.tenant_id == tenant_id, _REFS.referee_id == referee_id
-        )
-        if lock and self.uow.dialect == "postgresql":
-            query = query.with_for_update()
-        row = self.uow.execute(query).first()
+        """The referral that brought ``referee_id``; locked (PostgreSQL) for a change.
+        (Looked up on every member's purchase: the statements are built once.)"""
+        locked = lock and self.uow.dialect == "postgresql"
+        query = _OF_REFEREE_LOCKED if locked else _OF_REFEREE
+        row = self.uow.execute(query, {"t": tenant_id, "r": referee_id}).first()
         return dict(row._mapping) if row is not None else None
 
     def of_referrer(
