@@ -33,8 +33,17 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> En
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, echo=echo)
+    # Sessions in UTC: every timestamp is stored and compared in UTC anyway (business days
+    # go by the tenant's zone, named in the SQL), and psycopg then returns datetimes that
+    # already carry Python's UTC, which UtcDateTime passes through without a conversion
+    # (a member's open lots are read on every purchase, three timestamps each).
+    options = parsed.query.get("options")
+    session_options = (
+        f"{options} -c timezone=UTC" if isinstance(options, str) else "-c timezone=UTC"
+    )
     return sa.create_engine(
         url,
+        connect_args={"options": session_options},
         pool_size=pool_size,
         max_overflow=pool_size,
         # Recycled, not pinged: a ping is one more round trip on every checkout (a ledger
