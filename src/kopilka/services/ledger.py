@@ -717,7 +717,8 @@ def balance_view(
         paid[lot.id] = min(debt, lot.remaining)
         debt -= paid[lot.id]
     for lot in live:
-        remaining = lot.remaining - paid.get(lot.id, 0)
+        # (UUID hashing is Python code: skipped when no debt is being paid, the usual case.)
+        remaining = lot.remaining - paid.get(lot.id, 0) if paid else lot.remaining
         if lot.status is LotStatus.PENDING and lot.available_at > now:
             pending += remaining
             upcoming[lot.available_at.astimezone(tz).date()] += remaining
