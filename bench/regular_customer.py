@@ -9,7 +9,7 @@ every purchase (balance, points that may be spent), so their count is on the hot
 
 In process, on PostgreSQL (database ``kopilka_bench_http``, created afresh and dropped):
 one member of the 20-rule tenant of bench/purchases.py makes purchases until it holds N
-open lots, then 50 confirms and 50 calculates are timed (process CPU and wall). The
+open lots, then 100 confirms and 100 calculates are timed (process CPU and wall). The
 baseline is the same member with no open lots, in the same run: each figure carries its
 ratio to it. Prints one JSON line per figure.
 """
@@ -17,6 +17,7 @@ ratio to it. Prints one JSON line per figure.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 import uuid
@@ -27,7 +28,7 @@ from kopilka.bootstrap import bootstrap
 from kopilka.services.context import Actor, Role
 from kopilka.settings import Settings
 
-SAMPLES = 50
+SAMPLES = 100
 
 
 def main() -> None:
@@ -41,6 +42,8 @@ def main() -> None:
         seed = bench.seed_database(url, [20], 50)[20]
         bodies = bench.body_pool(seed, bench.BODY_POOL)
         container = bootstrap(Settings(database_url=url, db_pool_size=2, log_level="WARNING"))
+        gc.collect()
+        gc.freeze()  # as the server's processes do after start-up (kopilka.api.asgi)
         outlet_id, _ = seed.outlets[0]
         actor = Actor(
             tenant_id=seed.tenant_id, name="apikey:bench", role=Role.POS, outlet_id=outlet_id
