@@ -40,13 +40,15 @@ def create_app(container: Container) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    # Routes are matched in order, one by one: the till's come first, as most requests are
+    # theirs (no other router has a path under /v1/purchases).
     for router in (
+        purchases.router,
         members.router,
         cards.router,
         ledger.router,
         admin.router,
         programs.router,
-        purchases.router,
         explain.router,
         # slot:tiers:router
         tiers_router,
