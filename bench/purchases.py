@@ -12,8 +12,8 @@ the same server in the same run is the baseline.
     .venv/bin/python bench/purchases.py --rules 20 --workers 2 --clients 16 --profile
 
 Targets: B2 confirm (closed loop) >= 0.4x pgbench (>= 0.25x with 200 rules); B3 calculate
->= 2x B2; open loop at 70% of the measured B2 peak: server-side p99 <= 25 ms; SQLite (the
-embedded default, one process) B2 >= 1,000 purchases/s.
+>= 2x B2; open loop at 70% of the measured B2 peak: p99 <= 25 ms, on the server and on the
+client; SQLite (the embedded default, one process) B2 >= 1,000 purchases/s.
 
 Prints one JSON line per figure on stdout (progress on stderr) and a final summary line.
 Each figure carries the load average and the CPU the rest of the machine used meanwhile
@@ -698,7 +698,12 @@ def open_loop_phase(
         "figure": "open_loop_server_p99_ms",
         "value": server_p.get("p99"),
         "target": TARGET_P99_MS,
-        "meets": bool(server_p) and server_p["p99"] <= TARGET_P99_MS,
+        # Judged on the client's p99 as well: the till's operations run on a worker's event
+        # loop one at a time, so a request's wait for its worker happens before the
+        # server's own timing (Server-Timing) starts; the client sees it.
+        "meets": bool(server_p)
+        and server_p["p99"] <= TARGET_P99_MS
+        and _http.percentiles(stats.client_ms).get("p99", float("inf")) <= TARGET_P99_MS,
         "rate_per_s": round(rate, 1),
         "achieved_per_s": round(stats.throughput, 1),
         "rules": seed.rules,
