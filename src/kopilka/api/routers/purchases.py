@@ -5,11 +5,11 @@ event loop: a server process works on one till request at a time, and concurrenc
 from worker processes (``kopilka serve --workers N``, each its own socket). A plain
 ``def`` would run in the thread pool, and with Python's GIL the threads only took turns
 on the one core a process can use while every request paid two thread hand-offs and the
-switching between them: measured with bench/purchases.py at 3 workers, server CPU per
-purchase went from 3.9 to 2.6 ms, and the open-loop p99 at 70 % of the peak from 65 ms
-(server side) to 12.5 ms (client side, so including any wait in the worker). They are
-short (milliseconds); the back office's slow operations (imports, reports) stay plain
-functions in the thread pool, which the event loop keeps serving between till requests.
+switching between them: measured with bench/purchases.py, server CPU per purchase went
+from 3.9-4.2 to 2.5-3.3 ms and the open-loop p99 at 70 % of the peak from 65 to 16 ms.
+They are short (milliseconds); the back office's slow operations (imports, reports) stay
+plain functions in the thread pool, which the event loop keeps serving between till
+requests.
 """
 
 from __future__ import annotations
