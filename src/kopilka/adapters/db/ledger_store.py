@@ -558,7 +558,13 @@ class SqlLedgerStore:
         stmt = sa.select(lots.c.tenant_id, lots.c.member_id, lots.c.currency).where(due)
         if tenant_id is not None:
             stmt = stmt.where(lots.c.tenant_id == tenant_id)
-        stmt = stmt.distinct().limit(limit)
+        # In a fixed order (ids are time-ordered: the oldest members first), so a run of the
+        # jobs writes the same transactions in the same order whatever the plan's hashing.
+        stmt = (
+            stmt.distinct()
+            .order_by(lots.c.tenant_id, lots.c.member_id, lots.c.currency)
+            .limit(limit)
+        )
         return [(r.tenant_id, r.member_id, r.currency) for r in self.conn.execute(stmt)]
 
     def stale_holds(
@@ -569,7 +575,8 @@ class SqlLedgerStore:
         )
         if tenant_id is not None:
             stmt = stmt.where(holds.c.tenant_id == tenant_id)
-        return [(r.tenant_id, r.id) for r in self.conn.execute(stmt.limit(limit))]
+        stmt = stmt.order_by(holds.c.id).limit(limit)  # oldest first, in a fixed order
+        return [(r.tenant_id, r.id) for r in self.conn.execute(stmt)]
 
     # ---- writing a plan ----------------------------------------------------------------
     def apply(self, tenant_id: uuid.UUID, plan: LedgerPlan, recorded_at: datetime) -> None:
