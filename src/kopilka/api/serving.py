@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,10 @@ BACKLOG = 2048
 
 
 def reuse_port_supported() -> bool:
-    return hasattr(socket, "SO_REUSEPORT")
+    """Linux balances connections over the sockets of a SO_REUSEPORT group; BSD and macOS
+    accept the option but hand every connection to one socket, so they keep uvicorn's
+    shared socket."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -170,7 +174,7 @@ class Supervisor:
 def serve(host: str, port: int, workers: int, log_level: str) -> int:
     """Serve the API: in this process for one worker, else under a :class:`Supervisor`."""
     if workers <= 1 or not reuse_port_supported():
-        # Without SO_REUSEPORT (not Linux or BSD) uvicorn's own shared socket is the fallback.
+        # Not Linux: uvicorn's own shared socket is the fallback.
         uvicorn.run(host=host, port=port, workers=max(1, workers), **_uvicorn_config(log_level))
         return 0
     return Supervisor(host, port, workers, log_level).run()
