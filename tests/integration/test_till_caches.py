@@ -21,14 +21,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from kopilka.adapters.db import ttl_cache
-from kopilka.adapters.db.tables import outlets, products
+from kopilka.adapters.db import commerce_store, ttl_cache
+from kopilka.adapters.db.tables import outlets, products, tenants
 from kopilka.adapters.db.ttl_cache import MISSING, TtlCache
-from kopilka.bootstrap import Container
+from kopilka.bootstrap import Container, bootstrap
 from kopilka.domain.errors import BusinessRuleViolation, KopilkaError, NotFound
 from kopilka.services.catalog import ProductInput
 from kopilka.services.context import Actor
 from kopilka.services.purchases import LineInput, MemberRef, ReceiptInput
+from kopilka.testing import FakeClock
 from tests.conftest import Merchant, make_merchant
 from tests.e2e.helpers import card
 
@@ -288,7 +289,8 @@ def test_a_change_behind_the_process_is_seen_within_the_ttl(
     number = new_card(container, shop.actor)
     container.catalog.upsert(shop.actor, [coffee("LATTE", "food")])
     assert earned(container, shop.actor, number, "LATTE") == 0
-    # Another worker changes both rows (plain SQL: no in-process invalidation).
+    # Another worker changes both rows (plain SQL: no in-process invalidation), bumping the
+    # catalogue version as every product write does (SqlCommerceStore.upsert_products).
     with container.engine.begin() as conn:
         conn.execute(
             sa.update(outlets).where(outlets.c.tenant_id == shop.tenant_id).values(tags=["mall"])
@@ -297,6 +299,11 @@ def test_a_change_behind_the_process_is_seen_within_the_ttl(
             sa.update(products)
             .where(products.c.tenant_id == shop.tenant_id)
             .values(category="drinks/coffee")
+        )
+        conn.execute(
+            sa.update(tenants)
+            .where(tenants.c.id == shop.tenant_id)
+            .values(catalogue_version=tenants.c.catalogue_version + 1)
         )
     clock.now += container.uow_factory.cache.ttl / 2
     assert quoted(container, shop.actor, number, "LATTE") == 0  # stale, within the TTL
@@ -400,3 +407,59 @@ def test_a_warm_confirm_reads_no_outlet_nor_product(container: Container, shop: 
         assert earned(container, shop.actor, number, "LATTE", "UNKNOWN") == 7
     assert len(reading(cold, "outlets")) == len(reading(cold, "products")) == 1
     assert len(cold) - len(warm) == 2
+
+
+# ---- products stay cached while the catalogue version stands -------------------------------
+def test_products_outlive_the_ttl_while_the_catalogue_is_unchanged(
+    container: Container, shop: Merchant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(ttl_cache, "time", clock)
+    number = new_card(container, shop.actor)
+    container.catalog.upsert(shop.actor, [coffee("LATTE")])
+    assert earned(container, shop.actor, number, "LATTE", "UNKNOWN") == 7  # warms the caches
+    # The upsert moved the version after this process cached the tenant row: once that
+    # expires, the products are read again under the new version (once).
+    clock.now += container.uow_factory.cache.ttl + 0.01
+    with statements(container) as settling:
+        assert earned(container, shop.actor, number, "LATTE", "UNKNOWN") == 7
+    assert len(reading(settling, "products")) == 1
+    clock.now += container.uow_factory.cache.ttl * 10  # the tenant row and outlets expire
+    with statements(container) as later:
+        assert earned(container, shop.actor, number, "LATTE", "UNKNOWN") == 7
+    assert len(reading(later, "tenants")) == 1  # the version is checked...
+    assert reading(later, "products") == []  # ...and the products, known or absent, kept
+    clock.now += commerce_store.VERSIONED_PRODUCT_TTL_SECONDS  # at most this long, though
+    with statements(container) as much_later:
+        assert earned(container, shop.actor, number, "LATTE", "UNKNOWN") == 7
+    assert len(reading(much_later, "products")) == 1
+
+
+def test_a_product_write_in_another_process_is_seen_within_the_ttl(
+    container: Container, shop: Merchant, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (its own caches, the same database) changes a product through the
+    catalogue service; this one sees it once its cached tenant row expires."""
+    fake = FakeTime()
+    monkeypatch.setattr(ttl_cache, "time", fake)
+    other = bootstrap(container.settings, engine=container.engine, clock=clock)
+    number = new_card(container, shop.actor)
+    container.catalog.upsert(shop.actor, [coffee("LATTE", "food"), coffee("MOCHA")])
+    assert earned(container, shop.actor, number, "LATTE") == 0  # cached: not coffee
+    assert quoted(container, shop.actor, number, "MOCHA") == 7
+    before = catalogue_version(container, shop)
+    other.catalog.upsert(shop.actor, [coffee("LATTE")])  # now coffee, in the other process
+    assert catalogue_version(container, shop) == before + 1
+    assert quoted(container, shop.actor, number, "LATTE") == 0  # stale, within the TTL
+    fake.now += container.uow_factory.cache.ttl + 0.01
+    assert quoted(container, shop.actor, number, "LATTE") == 7
+    # The version moved for the whole catalogue: MOCHA is read again too, unchanged.
+    assert quoted(container, shop.actor, number, "MOCHA") == 7
+
+
+def catalogue_version(container: Container, m: Merchant) -> int:
+    with container.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(tenants.c.catalogue_version).where(tenants.c.id == m.tenant_id)
+        ).scalar_one()
+    return int(found)

@@ -600,7 +600,7 @@ class CampaignService:
         total, rows = store.recent_receipts(tenant.id, since, until, PREVIEW_SAMPLE)
         lines = store.lines_of(tenant.id, [r["id"] for r in rows])
         skus = sorted({li["sku"] for found in lines.values() for li in found})
-        catalogue = uow.commerce.products_by_sku(tenant.id, skus)
+        catalogue = uow.commerce.products_by_sku(tenant.id, skus, tenant.catalogue_version)
         outlets = {o["id"]: o for o in uow.directory.list_outlets(tenant.id)}
         people = store.members_by_id(tenant.id, [r["member_id"] for r in rows if r["member_id"]])
         listed = (

@@ -48,6 +48,9 @@ class Tenant:
     expiry_policy: ExpiryPolicy
     allow_debt: bool
     created_at: datetime
+    # Bumped by every product write (adapters/db/commerce_store.py): cached products read
+    # under an older version are read again.
+    catalogue_version: int = 0
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Tenant:
@@ -68,6 +71,7 @@ class Tenant:
             expiry_policy=parse_policy(row["expiry_policy"]),
             allow_debt=row["allow_debt"],
             created_at=row["created_at"],
+            catalogue_version=row.get("catalogue_version") or 0,
         )
 
 

@@ -755,7 +755,9 @@ class PurchaseService:
         if len(request.lines) > MAX_LINES:
             errors.add(("lines",), f"At most {MAX_LINES} lines.", "too_many_lines")
         errors.raise_if_any("The receipt is not valid.")
-        catalogue = uow.commerce.products_by_sku(tenant.id, [li.sku for li in request.lines])
+        catalogue = uow.commerce.products_by_sku(
+            tenant.id, [li.sku for li in request.lines], tenant.catalogue_version
+        )
         lines: list[Line] = []
         for i, item in enumerate(request.lines):
             if item.qty <= 0 or item.qty > MAX_QTY or item.qty != item.qty.quantize(QTY_STEP):

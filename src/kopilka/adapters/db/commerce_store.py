@@ -18,6 +18,7 @@ from kopilka.adapters.db.tables import (
     receipt_lines,
     receipts,
     refunds,
+    tenants,
 )
 from kopilka.adapters.db.ttl_cache import MISSING, ScopedCache
 from kopilka.adapters.db.types import UtcDateTime
@@ -54,6 +55,14 @@ _COUNT_PURCHASES = (
 # Lookups of more SKUs than this (imports, previews) neither use nor fill the process cache:
 # they keep their own maps, and would only push the till's entries out.
 _CACHED_LOOKUP_MAX = 256
+# Products read under a known catalogue version stay cached this long (they are dropped at
+# once when the version moves); without a version, the cache's own TTL applies.
+VERSIONED_PRODUCT_TTL_SECONDS = 300.0
+_BUMP_CATALOGUE = (
+    sa.update(tenants)
+    .where(tenants.c.id == sa.bindparam("t"))
+    .values(catalogue_version=tenants.c.catalogue_version + 1)
+)
 
 
 class SqlCommerceStore:
@@ -97,11 +106,21 @@ class SqlCommerceStore:
             set_={c: getattr(insert.excluded, c) for c in updatable},
         )
         self.conn.execute(stmt, rows)
+        # Other processes drop their cached products once they see the new version.
+        for tenant_id in sorted({row["tenant_id"] for row in rows}):
+            self.conn.execute(_BUMP_CATALOGUE, {"t": tenant_id})
 
-    def products_by_sku(self, tenant_id: uuid.UUID, skus: Sequence[str]) -> dict[str, Row]:
+    def products_by_sku(
+        self, tenant_id: uuid.UUID, skus: Sequence[str], catalogue_version: int | None = None
+    ) -> dict[str, Row]:
         """The tenant's products among ``skus``, by SKU (unknown SKUs are left out). SKUs
         cached in this process (found or known to be absent) are not read again; one
-        statement reads the others."""
+        statement reads the others.
+
+        With the ``catalogue_version`` of the caller's tenant row (``Tenant``), entries are
+        tagged with it and kept until it moves (at most VERSIONED_PRODUCT_TTL_SECONDS):
+        the tenant row is cached for the cache's TTL, so a change made by another process
+        is seen as soon as before. Without it, entries live for the cache's TTL."""
         if not skus:
             return {}
         wanted = sorted(set(skus))
@@ -115,17 +134,23 @@ class SqlCommerceStore:
         missing: list[str] = []
         for sku in wanted:
             hit = cache.get_scoped(scope, ("product", tenant_id, sku))
-            if hit is MISSING:
+            if hit is MISSING or hit[0] != catalogue_version:
                 missing.append(sku)
-            elif hit is not None:
-                found[sku] = dict(hit)  # a copy: callers may not change the cached row
+            elif hit[1] is not None:
+                found[sku] = dict(hit[1])  # a copy: callers may not change the cached row
         if missing:
             stamp = cache.stamp(scope)
             rows = self.conn.execute(_PRODUCTS, {"t": tenant_id, "skus": missing})
             read = {r.sku: dict(r._mapping) for r in rows}
             # None caches "no such product": receipts often carry SKUs not in the catalogue.
             cache.put_scoped(
-                scope, stamp, {("product", tenant_id, sku): read.get(sku) for sku in missing}
+                scope,
+                stamp,
+                {
+                    ("product", tenant_id, sku): (catalogue_version, read.get(sku))
+                    for sku in missing
+                },
+                ttl=None if catalogue_version is None else VERSIONED_PRODUCT_TTL_SECONDS,
             )
             found.update((sku, dict(row)) for sku, row in read.items())
         return found

@@ -50,10 +50,10 @@ class TtlCache:
         with self._lock:
             self._put(key, value)
 
-    def _put(self, key: Any, value: Any) -> None:
+    def _put(self, key: Any, value: Any, ttl: float | None = None) -> None:
         if len(self._items) >= self.max_items:
             self._items.clear()  # crude, but bounded; entries come back on next use
-        self._items[key] = (time.monotonic() + self.ttl, value)
+        self._items[key] = (time.monotonic() + (self.ttl if ttl is None else ttl), value)
 
     def drop(self, key: Any) -> None:
         with self._lock:
@@ -83,9 +83,12 @@ class TtlCache:
             return MISSING
         return value
 
-    def put_scoped(self, scope: Any, stamp: int | None, values: dict[Any, Any]) -> None:
+    def put_scoped(
+        self, scope: Any, stamp: int | None, values: dict[Any, Any], ttl: float | None = None
+    ) -> None:
         """Cache ``values`` (key -> value) read after :meth:`stamp` returned ``stamp``;
-        nothing is cached if a write to the scope started since."""
+        nothing is cached if a write to the scope started since. ``ttl``: this entry's
+        own time to live (the cache's by default)."""
         if stamp is None or not values:
             return
         with self._lock:
@@ -93,7 +96,7 @@ class TtlCache:
             if (state[0] if state is not None else 0) != stamp or (state and state[1]):
                 return
             for key, value in values.items():
-                self._put(key, (stamp, value))
+                self._put(key, (stamp, value), ttl)
 
     def begin_write(self, scope: Any) -> None:
         """A transaction is about to change the scope's rows: forget them, cache none
