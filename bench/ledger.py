@@ -284,7 +284,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--members", type=int, default=None, help="members to seed (1,000,000)")
     ap.add_argument("--duration", type=float, default=None, help="seconds per figure (20)")
     ap.add_argument(
-        "--clients", default=None, help="client counts to try, comma-separated (4,8,16)"
+        "--clients", default=None, help="client counts to try, comma-separated (4,6,8,16)"
     )
     ap.add_argument("--quick", action="store_true", help="smoke run: 100k members, 5 s, 8 clients")
     ap.add_argument(
@@ -323,7 +323,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.quiet_wait = 300.0 if args.quiet_wait is None else args.quiet_wait
     args.members = args.members or 1_000_000
     args.duration = args.duration or 20.0
-    args.clients = [int(c) for c in (args.clients or "4,8,16").split(",")]
+    args.clients = [int(c) for c in (args.clients or "4,6,8,16").split(",")]
     args.phases = [p for p in args.phases.split(",") if p]
     unknown = set(args.phases) - set(_workload.PHASES)
     if unknown:

@@ -239,8 +239,8 @@ lot_movements = sa.Table(
     sa.Column("amount", sa.BigInteger, nullable=False),
     # The transaction that first took the points (redemption or hold): refunds sum by it.
     sa.Column("origin_id", sa.Uuid, nullable=False),
-    # No index on transaction_id: nothing looks movements up by it (migration 0016).
-    sa.Index(None, "lot_id"),
+    # No index on transaction_id or lot_id: nothing looks movements up by either
+    # (migrations 0016 and 0019).
     sa.Index(None, "origin_id"),
 )
 

@@ -1,0 +1,90 @@
+"""Migration 0019 on a database of its own: the ledger functions look member accounts up
+by member id, the movement index by lot goes, and a downgrade puts both back."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.engine import Engine, make_url
+
+from kopilka.adapters.db.engine import create_db_engine
+from kopilka.adapters.db.schema import alembic_config, upgrade
+from tests.conftest import PG_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_engine(
+    request: pytest.FixtureRequest, tmp_path: Path, engine: Engine
+) -> Iterator[Engine]:
+    """An empty database migrated to head (the `engine` fixture only decides the backend
+    and skips PostgreSQL when it is unreachable)."""
+    if engine.dialect.name != request.param:
+        pytest.skip("one run per backend")
+    if request.param == "sqlite":
+        fresh = create_db_engine(f"sqlite:///{tmp_path / 'mig.db'}")
+        upgrade(fresh)
+        yield fresh
+        fresh.dispose()
+        return
+    name = f"kopilka_mig_{os.getpid()}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    fresh = create_db_engine(make_url(PG_URL).set(database=name).render_as_string(False))
+    upgrade(fresh)
+    yield fresh
+    fresh.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def _movement_indexes(engine: Engine) -> set[str]:
+    return {ix["name"] or "" for ix in sa.inspect(engine).get_indexes("lot_movements")}
+
+
+def _account_lookups(engine: Engine) -> set[str]:
+    """How the ledger functions find the member's accounts (PostgreSQL only)."""
+    with engine.connect() as conn:
+        sources = conn.execute(
+            sa.text("SELECT prosrc FROM pg_proc WHERE proname LIKE 'kopilka_ledger_%'")
+        ).scalars()
+        return {
+            "member_id"
+            if "x.member_id = p_member" in source
+            else "owner"
+            if "x.owner = 'member:' || p_member" in source
+            else "none"
+            for source in sources
+            if "FROM accounts x" in source
+        }
+
+
+def test_0019_upgrades_and_downgrades(fresh_engine: Engine) -> None:
+    postgres = fresh_engine.dialect.name == "postgresql"
+    assert "ix_lot_movements_lot_id" not in _movement_indexes(fresh_engine)
+    if postgres:
+        assert _account_lookups(fresh_engine) == {"member_id"}
+
+    _downgrade(fresh_engine, "0018")
+    assert "ix_lot_movements_lot_id" in _movement_indexes(fresh_engine)
+    if postgres:
+        assert _account_lookups(fresh_engine) == {"owner"}
+
+    upgrade(fresh_engine)
+    assert "ix_lot_movements_lot_id" not in _movement_indexes(fresh_engine)
+    if postgres:
+        assert _account_lookups(fresh_engine) == {"member_id"}
