@@ -1,5 +1,6 @@
-"""Migration 0019 on a database of its own: the ledger functions look member accounts up
-by member id, the movement index by lot goes, and a downgrade puts both back."""
+"""Migrations 0019 and 0020 on a database of their own: the ledger functions look member
+accounts up by member id, the movement index by lot goes, the members' (tenant, id) index
+gains the status, and a downgrade puts everything back."""
 
 from __future__ import annotations
 
@@ -56,6 +57,10 @@ def _movement_indexes(engine: Engine) -> set[str]:
     return {ix["name"] or "" for ix in sa.inspect(engine).get_indexes("lot_movements")}
 
 
+def _member_indexes(engine: Engine) -> set[str]:
+    return {ix["name"] or "" for ix in sa.inspect(engine).get_indexes("members")}
+
+
 def _account_lookups(engine: Engine) -> set[str]:
     """How the ledger functions find the member's accounts (PostgreSQL only)."""
     with engine.connect() as conn:
@@ -73,8 +78,13 @@ def _account_lookups(engine: Engine) -> set[str]:
         }
 
 
-def test_0019_upgrades_and_downgrades(fresh_engine: Engine) -> None:
+def test_0019_and_0020_upgrade_and_downgrade(fresh_engine: Engine) -> None:
     postgres = fresh_engine.dialect.name == "postgresql"
+    assert "ix_members_tenant_id_id_status" in _member_indexes(fresh_engine)
+    assert "ix_members_tenant_id_id" not in _member_indexes(fresh_engine)
+    _downgrade(fresh_engine, "0019")
+    assert "ix_members_tenant_id_id" in _member_indexes(fresh_engine)
+    assert "ix_members_tenant_id_id_status" not in _member_indexes(fresh_engine)
     assert "ix_lot_movements_lot_id" not in _movement_indexes(fresh_engine)
     if postgres:
         assert _account_lookups(fresh_engine) == {"member_id"}
@@ -86,5 +96,6 @@ def test_0019_upgrades_and_downgrades(fresh_engine: Engine) -> None:
 
     upgrade(fresh_engine)
     assert "ix_lot_movements_lot_id" not in _movement_indexes(fresh_engine)
+    assert "ix_members_tenant_id_id_status" in _member_indexes(fresh_engine)
     if postgres:
         assert _account_lookups(fresh_engine) == {"member_id"}
