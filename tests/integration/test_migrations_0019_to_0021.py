@@ -1,6 +1,7 @@
-"""Migrations 0019 and 0020 on a database of their own: the ledger functions look member
-accounts up by member id, the movement index by lot goes, the members' (tenant, id) index
-gains the status, and a downgrade puts everything back."""
+"""Migrations 0019 to 0021 on a database of their own: the ledger functions look member
+accounts up by member id (0019) and update the balance row by its address (0021), the
+movement index by lot goes (0019), the members' (tenant, id) index gains the status (0020),
+and a downgrade puts everything back."""
 
 from __future__ import annotations
 
@@ -78,8 +79,25 @@ def _account_lookups(engine: Engine) -> set[str]:
         }
 
 
-def test_0019_and_0020_upgrade_and_downgrade(fresh_engine: Engine) -> None:
+def _balance_updates(engine: Engine) -> set[str]:
+    """How the ledger functions find the balance row they update (PostgreSQL only)."""
+    with engine.connect() as conn:
+        sources = conn.execute(
+            sa.text("SELECT prosrc FROM pg_proc WHERE proname LIKE 'kopilka_ledger_%'")
+        ).scalars()
+        return {
+            "address" if "WHERE ctid = v_" in source else "key"
+            for source in sources
+            if "UPDATE accounts SET balance" in source
+        }
+
+
+def test_0019_to_0021_upgrade_and_downgrade(fresh_engine: Engine) -> None:
     postgres = fresh_engine.dialect.name == "postgresql"
+    if postgres:
+        assert _balance_updates(fresh_engine) == {"address"}
+        _downgrade(fresh_engine, "0020")
+        assert _balance_updates(fresh_engine) == {"key"}
     assert "ix_members_tenant_id_id_status" in _member_indexes(fresh_engine)
     assert "ix_members_tenant_id_id" not in _member_indexes(fresh_engine)
     _downgrade(fresh_engine, "0019")
