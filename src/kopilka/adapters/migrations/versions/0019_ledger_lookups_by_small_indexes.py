@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from kopilka.adapters.db.pg_function_edits import rewrite_function
+
 revision = "0019"
 down_revision = "0018"
 branch_labels = None
@@ -31,27 +33,15 @@ _BY_MEMBER = "WHERE x.tenant_id = p_tenant AND x.member_id = p_member"
 _FUNCTIONS = ("kopilka_ledger_accrue", "kopilka_ledger_redeem")
 
 
-def _rewrite_functions(old: str, new: str) -> None:
-    """Replace one clause in each ledger function's stored definition (its only change)."""
-    bind = op.get_bind()
-    for name in _FUNCTIONS:
-        definition = bind.exec_driver_sql(
-            "SELECT pg_get_functiondef(p.oid) FROM pg_proc p"
-            " WHERE p.proname = %(name)s AND p.pronamespace = current_schema()::regnamespace",
-            {"name": name},
-        ).scalar_one()
-        if old not in definition:
-            raise RuntimeError(f"{name}: the clause to replace is not in its definition")
-        op.execute(definition.replace(old, new))
-
-
 def upgrade() -> None:
     op.drop_index("ix_lot_movements_lot_id", table_name="lot_movements")
     if op.get_bind().dialect.name == "postgresql":
-        _rewrite_functions(_BY_OWNER, _BY_MEMBER)
+        for name in _FUNCTIONS:
+            rewrite_function(name, [(_BY_OWNER, _BY_MEMBER)])
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        _rewrite_functions(_BY_MEMBER, _BY_OWNER)
+        for name in _FUNCTIONS:
+            rewrite_function(name, [(_BY_OWNER, _BY_MEMBER)], forward=False)
     op.create_index("ix_lot_movements_lot_id", "lot_movements", ["lot_id"])

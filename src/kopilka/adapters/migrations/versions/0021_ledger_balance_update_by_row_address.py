@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from kopilka.adapters.db.pg_function_edits import rewrite_function
+
 revision = "0021"
 down_revision = "0020"
 branch_labels = None
@@ -83,28 +85,13 @@ _REDEEM = (
 _CHANGES = {"kopilka_ledger_accrue": _COMMON + _ACCRUE, "kopilka_ledger_redeem": _COMMON + _REDEEM}
 
 
-def _rewrite(forward: bool) -> None:
-    """Apply (or undo) each function's replacements to its stored definition."""
-    bind = op.get_bind()
-    for name, changes in _CHANGES.items():
-        definition = bind.exec_driver_sql(
-            "SELECT pg_get_functiondef(p.oid) FROM pg_proc p"
-            " WHERE p.proname = %(name)s AND p.pronamespace = current_schema()::regnamespace",
-            {"name": name},
-        ).scalar_one()
-        for old, new in changes:
-            before, after = (old, new) if forward else (new, old)
-            if definition.count(before) != 1:
-                raise RuntimeError(f"{name}: expected one {before.strip()!r} in its definition")
-            definition = definition.replace(before, after)
-        op.execute(definition)
-
-
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        _rewrite(forward=True)
+        for name, changes in _CHANGES.items():
+            rewrite_function(name, changes)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        _rewrite(forward=False)
+        for name, changes in _CHANGES.items():
+            rewrite_function(name, changes, forward=False)

@@ -1,5 +1,6 @@
-"""Migrations 0019 to 0021 on a database of their own: the ledger functions look member
-accounts up by member id (0019) and update the balance row by its address (0021), the
+"""Migrations 0019 to 0022 on a database of their own: the ledger functions look member
+accounts up by member id (0019) and update the balance row (0021) and the burnt lots (0022)
+by their addresses, the
 movement index by lot goes (0019), the members' (tenant, id) index gains the status (0020),
 and a downgrade puts everything back."""
 
@@ -92,9 +93,20 @@ def _balance_updates(engine: Engine) -> set[str]:
         }
 
 
-def test_0019_to_0021_upgrade_and_downgrade(fresh_engine: Engine) -> None:
+def _burns_by_address(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        source = conn.execute(
+            sa.text("SELECT prosrc FROM pg_proc WHERE proname = 'kopilka_ledger_redeem'")
+        ).scalar_one()
+    return "l.ctid = ANY (v_lot_tids)" in str(source)
+
+
+def test_0019_to_0022_upgrade_and_downgrade(fresh_engine: Engine) -> None:
     postgres = fresh_engine.dialect.name == "postgresql"
     if postgres:
+        assert _burns_by_address(fresh_engine)
+        _downgrade(fresh_engine, "0021")
+        assert not _burns_by_address(fresh_engine)
         assert _balance_updates(fresh_engine) == {"address"}
         _downgrade(fresh_engine, "0020")
         assert _balance_updates(fresh_engine) == {"key"}
@@ -117,3 +129,5 @@ def test_0019_to_0021_upgrade_and_downgrade(fresh_engine: Engine) -> None:
     assert "ix_members_tenant_id_id_status" in _member_indexes(fresh_engine)
     if postgres:
         assert _account_lookups(fresh_engine) == {"member_id"}
+        assert _balance_updates(fresh_engine) == {"address"}
+        assert _burns_by_address(fresh_engine)
