@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,27 +74,35 @@ def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
+@contextmanager
+def scratch_pg_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for this test process (its URL), dropped after."""
+    name = f"{prefix}_{_worker()}_{os.getpid()}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     problem = request.config.stash.get(_PG_PROBLEM, None)
     if problem:
         pytest.skip(f"PostgreSQL not reachable: {problem}")
-    name = f"kopilka_test_{_worker()}_{os.getpid()}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    # 16 + 16 overflow, and 8 for the ledger's one-call writes (adapters/db/pg_ledger.py),
-    # per test process: two xdist workers stay under PostgreSQL's default max_connections
-    # of 100, even when both run a 32-till race at once.
-    engine = create_db_engine(url, pool_size=16)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_pg_database("kopilka_test") as url:
+        # 16 + 16 overflow, and 8 for the ledger's one-call writes (adapters/db/pg_ledger.py),
+        # per test process: two xdist workers stay under PostgreSQL's default max_connections
+        # of 100, even when both run a 32-till race at once.
+        engine = create_db_engine(url, pool_size=16)
+        upgrade(engine)
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")
