@@ -1,14 +1,17 @@
 """Worker processes: each bootstraps its own container (engine, pool, services) exactly as
-the API process does, then calls LedgerService.accrue / redeem in a closed loop.
+the API process does, then runs its share of the clients, one thread each, calling
+LedgerService.accrue / redeem in a closed loop.
 
-One process is one client (one database connection): on a 2-core machine Python CPU is the
-bottleneck, so threads inside a process would only queue on the GIL.
+The clients of one process share its services, as an API process's request threads do:
+their concurrent writes share a commit (group commit, adapters/db/pg_ledger.py). One client
+per process (``--processes`` equal to the clients) is the layout where nothing is shared.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 import traceback
 import uuid
@@ -36,6 +39,7 @@ class WorkerConfig:
     members: int
     base_ms: int
     run_id: str
+    group_commit: int = 32  # Settings.ledger_group_commit of the worker processes
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class PhaseOrder:
 
 @dataclass
 class PhaseResult:
-    worker: int
+    worker: int  # the process: its clients' figures are summed
     name: str
     ops: dict[str, int] = field(default_factory=dict)
     latencies: dict[str, list[float]] = field(default_factory=dict)  # seconds
@@ -62,6 +66,9 @@ class PhaseResult:
     # made, and calls that fell back to the Python path, by reason.
     fast_calls: int = 0
     fallbacks: dict[str, int] = field(default_factory=dict)
+    # Group commit over the phase: batches of 2+ calls and the calls in them.
+    batches: int = 0
+    batched_calls: int = 0
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -74,25 +81,90 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-class Client:
-    """One closed-loop client: the service calls a till would make, with fresh keys."""
+class Process:
+    """One worker process: the container (engine, pools, services) its clients share."""
 
-    def __init__(self, index: int, cfg: WorkerConfig) -> None:
+    def __init__(self, index: int, cfg: WorkerConfig, clients: int) -> None:
         self.index = index
         self.cfg = cfg
-        self.rng = random.Random(f"{cfg.run_id}:{index}")
-        self.seq = 0
-        self.nonce = uuid.uuid4().hex[:6]  # keys stay unique across fleets and runs
         self.container: Container = bootstrap(
-            Settings(database_url=cfg.url, db_pool_size=1, log_json=False)
+            Settings(
+                database_url=cfg.url,
+                db_pool_size=1,  # one fast-path connection, so one flusher, per process
+                log_json=False,
+                ledger_group_commit=cfg.group_commit,
+            )
         )
-        self.actor = Actor(cfg.tenant_id, "apikey:kp_bench", Role.POS)
-        self.pool: list[list[Any]] = []
+        self.clients = [Client(self, index * 1000 + i) for i in range(clients)]
         with self.container.engine.connect() as conn:
-            self.backend_pid = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+            backend = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
         # The fast path's own connection (services/ledger_fast.py), counted with the engine's.
         functions = self.container.uow_factory.ledger_functions()
-        self.backend_pids = [self.backend_pid] + (functions.backend_pids() if functions else [])
+        self.backend_pids = [backend] + (functions.backend_pids() if functions else [])
+
+    def run(self, order: PhaseOrder) -> PhaseResult:
+        """The phase on every client thread; one result for the process."""
+        result = PhaseResult(self.index, order.name)
+        for i, client in enumerate(self.clients):
+            client.pool = [[m, b] for m, b in order.pool[i :: len(self.clients)]]
+        fast = self.container.ledger.fast
+        functions = self.container.uow_factory.ledger_functions()
+        calls0 = fast.calls if fast else 0
+        fallbacks0 = dict(fast.fallbacks) if fast else {}
+        pool = functions.pool if functions else None
+        batches0 = (pool.batches, pool.batched_calls) if pool else (0, 0)
+        parts: list[PhaseResult] = []
+        threads = [
+            threading.Thread(target=lambda c=client: parts.append(c.run(order)))
+            for client in self.clients
+        ]
+        for thread in threads:
+            thread.start()
+        while time.monotonic() < order.measure_from:
+            time.sleep(0.001)
+        cpu0 = time.process_time()
+        backend0 = sum(map(proc_cpu_seconds, self.backend_pids))
+        while time.monotonic() < order.end_at:
+            time.sleep(0.001)
+        result.python_cpu_s = time.process_time() - cpu0
+        result.backend_cpu_s = sum(map(proc_cpu_seconds, self.backend_pids)) - backend0
+        for thread in threads:
+            thread.join()
+        result.ops = {k: sum(p.ops.get(k, 0) for p in parts) for k in ("accrual", "redeem")}
+        result.latencies = {
+            k: [x for p in parts for x in p.latencies.get(k, [])] for k in ("accrual", "redeem")
+        }
+        for part in parts:
+            for k, v in part.errors.items():
+                result.errors[k] = result.errors.get(k, 0) + v
+            result.first_error = result.first_error or part.first_error
+            result.exhausted = result.exhausted or part.exhausted
+        if fast is not None:
+            result.fast_calls = fast.calls - calls0
+            result.fallbacks = {
+                k: v - fallbacks0.get(k, 0)
+                for k, v in fast.fallbacks.items()
+                if v - fallbacks0.get(k, 0)
+            }
+        if pool is not None:
+            result.batches = pool.batches - batches0[0]
+            result.batched_calls = pool.batched_calls - batches0[1]
+        return result
+
+
+class Client:
+    """One closed-loop client (a thread of its process): the service calls a till would
+    make, with fresh keys."""
+
+    def __init__(self, process: Process, index: int) -> None:
+        self.index = index
+        self.cfg = process.cfg
+        self.container = process.container
+        self.rng = random.Random(f"{self.cfg.run_id}:{index}")
+        self.seq = 0
+        self.nonce = uuid.uuid4().hex[:6]  # keys stay unique across fleets and runs
+        self.actor = Actor(self.cfg.tenant_id, "apikey:kp_bench", Role.POS)
+        self.pool: list[list[Any]] = []
 
     def _key(self) -> str:
         self.seq += 1
@@ -135,23 +207,14 @@ class Client:
         return True
 
     def run(self, order: PhaseOrder) -> PhaseResult:
+        """The closed loop; CPU is measured by the process, not per thread."""
         result = PhaseResult(self.index, order.name)
-        self.pool = [[m, b] for m, b in order.pool]
         ops = {"accrual": 0, "redeem": 0}
         lat: dict[str, list[float]] = {"accrual": [], "redeem": []}
         while time.monotonic() < order.start_at:
             time.sleep(0.001)
-        measuring = False
-        cpu0 = backend0 = 0.0
-        fast = self.container.ledger.fast
-        calls0 = fast.calls if fast else 0
-        fallbacks0 = dict(fast.fallbacks) if fast else {}
         while True:
             now = time.monotonic()
-            if not measuring and now >= order.measure_from:
-                measuring = True
-                cpu0 = time.process_time()
-                backend0 = sum(map(proc_cpu_seconds, self.backend_pids))
             if now >= order.end_at:
                 break
             kind = order.name
@@ -178,32 +241,24 @@ class Client:
             if order.measure_from <= done <= order.end_at:
                 ops[kind] += 1
                 lat[kind].append(time.perf_counter() - t0)
-        if measuring:
-            result.python_cpu_s = time.process_time() - cpu0
-            result.backend_cpu_s = sum(map(proc_cpu_seconds, self.backend_pids)) - backend0
         result.ops = ops
         result.latencies = lat
-        if fast is not None:
-            result.fast_calls = fast.calls - calls0
-            result.fallbacks = {
-                k: v - fallbacks0.get(k, 0)
-                for k, v in fast.fallbacks.items()
-                if v - fallbacks0.get(k, 0)
-            }
         return result
 
 
-def worker_main(index: int, cfg: WorkerConfig, orders: Queue[Any], results: Queue[Any]) -> None:
+def worker_main(
+    index: int, cfg: WorkerConfig, clients: int, orders: Queue[Any], results: Queue[Any]
+) -> None:
     """Process entry point: ready, then one PhaseOrder at a time until None."""
     try:
-        client = Client(index, cfg)
-        results.put(("ready", index, (os.getpid(), client.backend_pids)))
+        process = Process(index, cfg, clients)
+        results.put(("ready", index, (os.getpid(), process.backend_pids)))
         while True:
             order = orders.get()
             if order is None:
                 break
-            results.put(("result", index, client.run(order)))
-        client.container.close()
+            results.put(("result", index, process.run(order)))
+        process.container.close()
     except BaseException:
         results.put(("error", index, traceback.format_exc()))
         raise

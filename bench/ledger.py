@@ -60,28 +60,35 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass
 class Fleet:
-    """C worker processes, started once per client count and given phase orders."""
+    """P worker processes hosting C client threads between them, started once per client
+    count and given phase orders."""
 
     processes: list[Any]
     orders: list[Any]
     results: Any
     pids: list[int]  # worker processes and their PostgreSQL backends
+    clients: int
 
     @classmethod
-    def start(cls, clients: int, cfg: _workload.WorkerConfig, timeout: float) -> Fleet:
+    def start(
+        cls, clients: int, processes: int, cfg: _workload.WorkerConfig, timeout: float
+    ) -> Fleet:
         ctx = mp.get_context("spawn")
         results = ctx.Queue()
-        orders = [ctx.Queue() for _ in range(clients)]
+        count = min(processes, clients)
+        orders = [ctx.Queue() for _ in range(count)]
         procs = [
             ctx.Process(
-                target=_workload.worker_main, args=(i, cfg, orders[i], results), daemon=True
+                target=_workload.worker_main,
+                args=(i, cfg, clients // count + (i < clients % count), orders[i], results),
+                daemon=True,
             )
-            for i in range(clients)
+            for i in range(count)
         ]
         for p in procs:
             p.start()
-        fleet = cls(procs, orders, results, [])
-        for pid, backends in fleet.collect("ready", clients, time.monotonic() + timeout):
+        fleet = cls(procs, orders, results, [], clients)
+        for pid, backends in fleet.collect("ready", count, time.monotonic() + timeout):
             fleet.pids += [pid, *backends]
         return fleet
 
@@ -123,8 +130,9 @@ def run_phase(
     name: str,
     duration: float,
 ) -> dict[str, Any]:
-    clients = len(fleet.processes)
-    shares: list[list[tuple[uuid.UUID, int]]] = [[] for _ in range(clients)]
+    clients = fleet.clients
+    workers = len(fleet.processes)
+    shares: list[list[tuple[uuid.UUID, int]]] = [[] for _ in range(workers)]
     if name in ("redeem", "mix"):
         balances = _seed.pool_balances(engine, seeded)
         need = MAX_TPS_GUESS * (duration + WARMUP_S) * _workload.REDEEM_POINTS[1]
@@ -133,7 +141,7 @@ def run_phase(
             _seed.top_up(engine, seeded)
             balances = _seed.pool_balances(engine, seeded)
         for i, entry in enumerate(balances):
-            shares[i % clients].append(entry)
+            shares[i % workers].append(entry)
     _pg.checkpoint(engine)
     QUIET.wait(log)
     start_at = time.monotonic() + 0.5
@@ -148,7 +156,7 @@ def run_phase(
     while time.monotonic() < end_at:
         time.sleep(0.01)
     cpu = window.stop()
-    results: list[_workload.PhaseResult] = fleet.collect("result", clients, end_at + 120)
+    results: list[_workload.PhaseResult] = fleet.collect("result", workers, end_at + 120)
     ops = {k: sum(r.ops.get(k, 0) for r in results) for k in ("accrual", "redeem")}
     lat = [x for r in results for v in r.latencies.values() for x in v]
     total = sum(ops.values())
@@ -160,6 +168,7 @@ def run_phase(
     record: dict[str, Any] = {
         "figure": f"ledger_{name}_tps",
         "clients": clients,
+        "processes": workers,
         "value": round(total / duration, 1),
         "ops": ops,
         "duration_s": duration,
@@ -190,7 +199,15 @@ def _fast_path(results: list[_workload.PhaseResult]) -> dict[str, Any]:
     for r in results:
         for k, v in r.fallbacks.items():
             fallbacks[k] = fallbacks.get(k, 0) + v
-    return {"calls": sum(r.fast_calls for r in results), "fallbacks": fallbacks}
+    batches = sum(r.batches for r in results)
+    batched = sum(r.batched_calls for r in results)
+    return {
+        "calls": sum(r.fast_calls for r in results),
+        "fallbacks": fallbacks,
+        # Group commit: calls that shared a commit, and their mean batch size.
+        "batched_calls": batched,
+        "mean_batch": round(batched / batches, 2) if batches else None,
+    }
 
 
 def _cpu_fields(cpu: dict[str, float], tps: float) -> dict[str, Any]:
@@ -284,7 +301,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--members", type=int, default=None, help="members to seed (1,000,000)")
     ap.add_argument("--duration", type=float, default=None, help="seconds per figure (20)")
     ap.add_argument(
-        "--clients", default=None, help="client counts to try, comma-separated (4,6,8,16)"
+        "--clients", default=None, help="client counts to try, comma-separated (4,8,16,32)"
+    )
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="worker processes hosting the client threads (CPU count); = clients: one each",
+    )
+    ap.add_argument(
+        "--group-commit",
+        type=int,
+        default=32,
+        help="Settings.ledger_group_commit of the workers (32; 1 = each write commits alone)",
     )
     ap.add_argument("--quick", action="store_true", help="smoke run: 100k members, 5 s, 8 clients")
     ap.add_argument(
@@ -323,13 +352,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.quiet_wait = 300.0 if args.quiet_wait is None else args.quiet_wait
     args.members = args.members or 1_000_000
     args.duration = args.duration or 20.0
-    args.clients = [int(c) for c in (args.clients or "4,6,8,16").split(",")]
+    args.clients = [int(c) for c in (args.clients or "4,8,16,32").split(",")]
+    args.processes = args.processes or os.cpu_count() or 1
     args.phases = [p for p in args.phases.split(",") if p]
     unknown = set(args.phases) - set(_workload.PHASES)
     if unknown:
         ap.error(f"unknown phases: {sorted(unknown)}")
-    if not 1 <= args.duration <= 600 or not all(1 <= c <= 64 for c in args.clients):
-        ap.error("duration must be 1..600 s and clients 1..64")
+    if not 1 <= args.duration <= 600 or not all(1 <= c <= 128 for c in args.clients):
+        ap.error("duration must be 1..600 s and clients 1..128")
     args.pool = args.pool or min(args.members, max(20_000, args.members // 10))
     args.database = args.database or f"kopilka_bench_{args.members}"
     return args
@@ -369,15 +399,21 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     cfg = _workload.WorkerConfig(
-        url, seeded.tenant_id, seeded.members, seeded.base_ms, uuid.uuid4().hex[:8]
+        url,
+        seeded.tenant_id,
+        seeded.members,
+        seeded.base_ms,
+        uuid.uuid4().hex[:8],
+        group_commit=args.group_commit,
     )
     duration = args.duration
     figures: dict[str, dict[int, dict[str, Any]]] = {p: {} for p in [*args.phases, "pgbench"]}
     try:
         for clients in args.clients:
             if args.phases:
-                log(f"starting {clients} worker processes")
-                fleet = Fleet.start(clients, cfg, timeout=120)
+                workers = min(args.processes, clients)
+                log(f"starting {workers} worker processes for {clients} clients")
+                fleet = Fleet.start(clients, workers, cfg, timeout=120)
                 try:
                     for phase in args.phases:
                         log(f"{phase}: {clients} clients, {duration:g} s")
@@ -450,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [summary[f"ratio_{p}"] for p in ("accrual", "redeem") if summary.get(f"ratio_{p}")]
     summary["meets_target"] = bool(ratios) and all(r >= TARGET_RATIO for r in ratios)
     summary["members"] = seeded.members
+    summary["processes"] = args.processes
+    summary["group_commit"] = args.group_commit
     summary["duration_s"] = duration
     summary["verify_ok"] = verified
     summary["noisy"] = noisy

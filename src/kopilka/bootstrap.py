@@ -83,7 +83,7 @@ def bootstrap(
     engine = engine or create_db_engine(
         settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
     )
-    uow_factory = SqlUnitOfWorkFactory(engine)
+    uow_factory = SqlUnitOfWorkFactory(engine, ledger_group_commit=settings.ledger_group_commit)
     programs = ProgramService(uow_factory, clock, uow_factory.program_cache)
     hooks: list[PurchaseHook] = []  # the mechanics' extension points at the till
     member_hooks: list[MemberHook] = []  # ... at enrolment and profile updates

@@ -28,3 +28,6 @@ class Settings(BaseSettings):
     # PostgreSQL: accruals and redemptions as one call of a database function (one round
     # trip) instead of a dozen statements; off = always the Python path.
     ledger_fast_path: bool = True
+    # PostgreSQL: up to this many concurrent fast-path writes of one process share one
+    # round trip and one commit (group commit); 1 = each write commits on its own.
+    ledger_group_commit: int = 32

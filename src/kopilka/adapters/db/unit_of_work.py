@@ -98,8 +98,9 @@ class SqlUnitOfWork:
 class SqlUnitOfWorkFactory:
     """Makes units of work on one engine; shared caches live here, not in globals."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, ledger_group_commit: int = 1) -> None:
         self.engine = engine
+        self.ledger_group_commit = ledger_group_commit
         self.account_cache: dict[Any, uuid.UUID] = {}
         # Compiled program versions are immutable: cache them for the process's life.
         self.program_cache: dict[Any, Any] = {}
@@ -119,7 +120,12 @@ class SqlUnitOfWorkFactory:
                 self.engine
             )
             self._ledger_functions = (
-                PgLedgerFunctions(self.engine, self.account_cache, self.cache)
+                PgLedgerFunctions(
+                    self.engine,
+                    self.account_cache,
+                    self.cache,
+                    batch_max=self.ledger_group_commit,
+                )
                 if installed
                 else False
             )

@@ -1,0 +1,210 @@
+"""Group commit of the ledger's fast path (adapters/db/pg_ledger.CallPool): concurrent
+writes of one process share a pipeline and a commit, each keeps its own answer, and one
+call's failure never becomes its neighbours'."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from functools import partial
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from kopilka.adapters.db.inflight import advisory_key
+from kopilka.adapters.db.pg_ledger import _REDEEM, CallPool, _Call, _encode
+from kopilka.adapters.db.tables import ledger_transactions, tenants
+from kopilka.bootstrap import Container, bootstrap
+from kopilka.domain.errors import InsufficientPoints
+from kopilka.domain.ledger.model import AccountKind
+from kopilka.services.verify import verify_ledger
+from kopilka.settings import Settings
+from kopilka.testing import FakeClock
+from tests.conftest import Merchant, empty_tables, make_merchant
+from tests.integration.test_concurrency import run_together
+
+pytestmark = pytest.mark.postgres_only
+
+START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def grouped(engine: Engine, clock: FakeClock, batch_max: int) -> Container:
+    empty_tables(engine)
+    clock.set(START)
+    settings = Settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        ledger_group_commit=batch_max,
+    )
+    return bootstrap(settings, clock=clock, engine=engine)
+
+
+def call_pool(c: Container) -> CallPool:
+    functions = c.uow_factory.ledger_functions()
+    assert functions is not None
+    return functions.pool
+
+
+def balance(c: Container, m: Merchant, member: uuid.UUID) -> int:
+    return c.ledger.balance(m.actor, member).available
+
+
+def transactions(c: Container) -> int:
+    with c.engine.connect() as conn:
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(ledger_transactions)).scalar_one()
+        )
+
+
+@pytest.fixture
+def pg(engine: Engine) -> Engine:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only")
+    return engine
+
+
+def test_concurrent_writes_share_commits_and_each_gets_its_own_answer(
+    pg: Engine, clock: FakeClock
+) -> None:
+    c = grouped(pg, clock, 32)
+    shop = make_merchant(c, "Batch Shop")
+    members = [c.members.enroll(shop.actor, {"phone": f"+7916300{i:04d}"}).id for i in range(8)]
+    pool = call_pool(c)
+    before = pool.batched_calls
+    # 8 members x (accrual of 100, then 3 spends of 30 racing each other and the others)
+    answers = run_together(
+        [
+            partial(c.ledger.accrue, shop.actor, member, 100, idempotency_key=f"a-{member}")
+            for member in members
+        ]
+    )
+    assert all(not isinstance(a, Exception) for a in answers)
+    spends = run_together(
+        [
+            partial(c.ledger.redeem, shop.actor, member, 30, idempotency_key=f"r-{member}-{n}")
+            for member in members
+            for n in range(3)
+        ]
+    )
+    assert all(not isinstance(s, Exception) for s in spends), spends
+    for member in members:
+        assert balance(c, shop, member) == 10
+    # each answer is its own: the spender, the amount and the balance after it
+    for spend in spends:
+        txn = spend.transactions[0]
+        assert txn.amount == 30
+        assert txn.kind == "redemption"
+    afters = sorted(
+        (s.transactions[0].member_id, s.transactions[0].postings[0].balance_after) for s in spends
+    )
+    assert afters == sorted((m, b) for m in members for b in (70, 40, 10))
+    assert pool.batched_calls > before  # some of them did share a commit
+    assert verify_ledger(c.uow_factory).ok
+    # replays of batched writes answer from the stored response
+    again = c.ledger.redeem(shop.actor, members[0], 30, idempotency_key=f"r-{members[0]}-0")
+    assert again.transactions[0].id in {s.transactions[0].id for s in spends}
+    assert balance(c, shop, members[0]) == 10
+
+
+def test_overspending_in_one_batch_fails_alone(pg: Engine, clock: FakeClock) -> None:
+    """Five spends of 30 against 100 points, all at once: three succeed, two are refused,
+    the balance is exact, whether or not they shared a batch."""
+    c = grouped(pg, clock, 32)
+    shop = make_merchant(c, "Tight Shop")
+    member = c.members.enroll(shop.actor, {"phone": "+79163100000"}).id
+    c.ledger.accrue(shop.actor, member, 100)
+    outcomes = run_together(
+        [
+            partial(c.ledger.redeem, shop.actor, member, 30, idempotency_key=f"s-{n}")
+            for n in range(5)
+        ]
+    )
+    refused = [o for o in outcomes if isinstance(o, InsufficientPoints)]
+    assert len(refused) == 2
+    assert len(outcomes) - len(refused) == 3
+    assert balance(c, shop, member) == 10
+    assert verify_ledger(c.uow_factory).ok
+
+
+def test_a_failing_statement_rolls_its_batch_back_and_the_rest_run_again(
+    pg: Engine, clock: FakeClock
+) -> None:
+    """A call the server rejects (here a malformed id) aborts the pipeline's transaction:
+    the pool runs every call of the batch again on its own, so the good ones are written
+    exactly once and only the bad one gets the error."""
+    c = grouped(pg, clock, 32)
+    shop = make_merchant(c, "Retry Shop")
+    member = c.members.enroll(shop.actor, {"phone": "+79163200000"}).id
+    c.ledger.accrue(shop.actor, member, 100)
+    c.ledger.redeem(shop.actor, member, 10)  # opens and caches the redeemed account
+    pool = call_pool(c)
+    tenant = shop.actor.tenant_id
+    with c.engine.connect() as conn:
+        currency = str(
+            conn.execute(
+                sa.select(tenants.c.points_currency).where(tenants.c.id == tenant)
+            ).scalar_one()
+        )
+    functions = c.uow_factory.ledger_functions()
+    assert functions is not None
+    counter = functions.cached_account(tenant, AccountKind.REDEEMED, currency)
+    assert counter is not None  # opened and cached by the first redemption below
+
+    def spend(member_text: str, key: str) -> _Call:
+        params = [
+            tenant,
+            member_text,
+            currency,
+            key,
+            advisory_key(tenant, key),
+            "hash-" + key,
+            clock.now(),
+            uuid.uuid4(),
+            10,
+            "apikey:test",
+            "pos",
+            key,
+            None,
+            {},
+            counter,
+            "Europe/Moscow",
+            clock.now(),
+            {"transactions": [{"postings": [{}]}], "balance": {}},
+        ]
+        encoded = [_encode(p) for p in params]
+        return _Call(_REDEEM, encoded, encoded[1] or b"")
+
+    good, bad, also_good = (
+        spend(str(member), "g1"),
+        spend("not-a-uuid", "b1"),
+        spend(str(member), "g2"),
+    )
+    before = (pool.batches_retried, transactions(c))
+    held = pool._checkout()
+    try:
+        pool._run(held, [good, bad, also_good])
+    finally:
+        pool._checkin(held, True)
+    assert pool.batches_retried == before[0] + 1
+    assert bad.error is not None
+    assert bad.row is None
+    assert good.error is None
+    assert good.row is not None
+    assert good.row[0] == b"ok"
+    assert also_good.error is None
+    assert also_good.row is not None
+    assert also_good.row[0] == b"ok"
+    assert transactions(c) == before[1] + 2  # written once each, none twice
+    assert balance(c, shop, member) == 70
+
+
+def test_group_commit_off_runs_each_call_alone(pg: Engine, clock: FakeClock) -> None:
+    c = grouped(pg, clock, 1)
+    shop = make_merchant(c, "Alone Shop")
+    members = [c.members.enroll(shop.actor, {"phone": f"+7916330{i:04d}"}).id for i in range(4)]
+    pool = call_pool(c)
+    before = pool.batched_calls
+    answers = run_together([partial(c.ledger.accrue, shop.actor, m, 50) for m in members])
+    assert all(not isinstance(a, Exception) for a in answers)
+    assert pool.batched_calls == before
+    assert [balance(c, shop, m) for m in members] == [50] * 4
