@@ -9,6 +9,7 @@ per process (``--processes`` equal to the clients) is the layout where nothing i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import threading
@@ -40,6 +41,10 @@ class WorkerConfig:
     base_ms: int
     run_id: str
     group_commit: int = 32  # Settings.ledger_group_commit of the worker processes
+    db_pool_size: int = 1  # Settings.db_pool_size of the worker processes
+    # "threads": each client a thread calling accrue / redeem; "async": each client a
+    # coroutine on the process's event loop calling accrue_async / redeem_async.
+    mode: str = "threads"
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,8 @@ class Process:
         self.container: Container = bootstrap(
             Settings(
                 database_url=cfg.url,
-                db_pool_size=1,  # one fast-path connection, so one flusher, per process
+                # db_pool_size 2k: k fast-path connections, so k group-commit flushers
+                db_pool_size=cfg.db_pool_size,
                 log_json=False,
                 ledger_group_commit=cfg.group_commit,
             )
@@ -100,6 +106,9 @@ class Process:
             backend = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
         # The fast path's own connection (services/ledger_fast.py), counted with the engine's.
         functions = self.container.uow_factory.ledger_functions()
+        self.loop = asyncio.new_event_loop()  # async mode: one loop for the whole run
+        if cfg.mode == "async":
+            threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.backend_pids = [backend] + (functions.backend_pids() if functions else [])
 
     def run(self, order: PhaseOrder) -> PhaseResult:
@@ -114,10 +123,18 @@ class Process:
         pool = functions.pool if functions else None
         batches0 = (pool.batches, pool.batched_calls) if pool else (0, 0)
         parts: list[PhaseResult] = []
-        threads = [
-            threading.Thread(target=lambda c=client: parts.append(c.run(order)))
-            for client in self.clients
-        ]
+
+        async def together() -> None:
+            parts.extend(await asyncio.gather(*(c.run_async(order) for c in self.clients)))
+
+        threads: list[threading.Thread] = []
+        if self.cfg.mode == "async":
+            running = asyncio.run_coroutine_threadsafe(together(), self.loop)
+        else:
+            threads = [
+                threading.Thread(target=lambda c=client: parts.append(c.run(order)))
+                for client in self.clients
+            ]
         for thread in threads:
             thread.start()
         while time.monotonic() < order.measure_from:
@@ -130,6 +147,8 @@ class Process:
         result.backend_cpu_s = sum(map(proc_cpu_seconds, self.backend_pids)) - backend0
         for thread in threads:
             thread.join()
+        if self.cfg.mode == "async":
+            running.result(timeout=120)
         result.ops = {k: sum(p.ops.get(k, 0) for p in parts) for k in ("accrual", "redeem")}
         result.latencies = {
             k: [x for p in parts for x in p.latencies.get(k, [])] for k in ("accrual", "redeem")
@@ -170,31 +189,41 @@ class Client:
         self.seq += 1
         return f"bench-{self.cfg.run_id}-{self.nonce}-{self.index}-{self.seq}"
 
-    def accrue(self) -> None:
+    def _accrual(self) -> tuple[uuid.UUID, int, str]:
         n = self.rng.randrange(self.cfg.members)
-        key = self._key()
-        self.container.ledger.accrue(
-            self.actor,
-            _seed.bench_id(self.cfg.base_ms, n),
-            self.rng.randint(*ACCRUE_POINTS),
-            source_type="pos",
-            source_id=f"receipt-{key}",
-            idempotency_key=key,
-        )
+        return _seed.bench_id(self.cfg.base_ms, n), self.rng.randint(*ACCRUE_POINTS), self._key()
 
-    def redeem(self) -> bool:
-        """Spend from a pool member that still has the points; False when none has."""
+    def _redemption(self) -> tuple[list[Any], int, str] | None:
+        """A pool member that still has the points, and the amount; None when none has."""
         amount = self.rng.randint(*REDEEM_POINTS)
         while self.pool:
             i = self.rng.randrange(len(self.pool))
             entry = self.pool[i]
             if entry[1] >= amount:
-                break
+                entry[1] -= amount
+                return entry, amount, self._key()
             self.pool[i] = self.pool[-1]
             self.pool.pop()
-        else:
+        return None
+
+    def accrue(self) -> bool:
+        member, points, key = self._accrual()
+        self.container.ledger.accrue(
+            self.actor,
+            member,
+            points,
+            source_type="pos",
+            source_id=f"receipt-{key}",
+            idempotency_key=key,
+        )
+        return True
+
+    def redeem(self) -> bool:
+        """Spend from a pool member that still has the points; False when none has."""
+        spend = self._redemption()
+        if spend is None:
             return False
-        key = self._key()
+        entry, amount, key = spend
         self.container.ledger.redeem(
             self.actor,
             entry[0],
@@ -203,47 +232,103 @@ class Client:
             source_id=f"receipt-{key}",
             idempotency_key=key,
         )
-        entry[1] -= amount
+        return True
+
+    async def accrue_async(self) -> None:
+        member, points, key = self._accrual()
+        await self.container.ledger.accrue_async(
+            self.actor,
+            member,
+            points,
+            source_type="pos",
+            source_id=f"receipt-{key}",
+            idempotency_key=key,
+        )
+
+    async def redeem_async(self) -> bool:
+        spend = self._redemption()
+        if spend is None:
+            return False
+        entry, amount, key = spend
+        await self.container.ledger.redeem_async(
+            self.actor,
+            entry[0],
+            amount,
+            source_type="pos",
+            source_id=f"receipt-{key}",
+            idempotency_key=key,
+        )
         return True
 
     def run(self, order: PhaseOrder) -> PhaseResult:
-        """The closed loop; CPU is measured by the process, not per thread."""
-        result = PhaseResult(self.index, order.name)
-        ops = {"accrual": 0, "redeem": 0}
-        lat: dict[str, list[float]] = {"accrual": [], "redeem": []}
+        """The closed loop on this thread; CPU is measured by the process, not per client."""
+        loop = _Loop(self, order)
         while time.monotonic() < order.start_at:
             time.sleep(0.001)
-        while True:
-            now = time.monotonic()
-            if now >= order.end_at:
-                break
-            kind = order.name
-            if kind == "mix":
-                kind = "accrual" if self.rng.random() < 0.5 else "redeem"
+        while (kind := loop.next_kind()) is not None:
+            t0 = time.perf_counter()
+            try:
+                went = self.accrue() if kind == "accrual" else self.redeem()
+            except Exception as exc:  # counted and reported, the loop goes on
+                loop.failed(exc)
+                continue
+            loop.done(kind, went, t0)
+        return loop.result
+
+    async def run_async(self, order: PhaseOrder) -> PhaseResult:
+        """The closed loop as a coroutine of the process's event loop."""
+        loop = _Loop(self, order)
+        while time.monotonic() < order.start_at:
+            await asyncio.sleep(0.001)
+        while (kind := loop.next_kind()) is not None:
             t0 = time.perf_counter()
             try:
                 if kind == "accrual":
-                    self.accrue()
-                elif not self.redeem():
-                    result.exhausted = True
-                    if order.name == "redeem":
-                        break
-                    continue
+                    await self.accrue_async()
+                    went = True
+                else:
+                    went = await self.redeem_async()
             except Exception as exc:  # counted and reported, the loop goes on
-                name = type(exc).__name__
-                result.errors[name] = result.errors.get(name, 0) + 1
-                if result.first_error is None:
-                    result.first_error = "".join(traceback.format_exception_only(exc)).strip()
-                if sum(result.errors.values()) > 1000:
-                    break
+                loop.failed(exc)
                 continue
-            done = time.monotonic()
-            if order.measure_from <= done <= order.end_at:
-                ops[kind] += 1
-                lat[kind].append(time.perf_counter() - t0)
-        result.ops = ops
-        result.latencies = lat
-        return result
+            loop.done(kind, went, t0)
+        return loop.result
+
+
+class _Loop:
+    """One client's closed loop over a phase: what to do next, and the counts."""
+
+    def __init__(self, client: Client, order: PhaseOrder) -> None:
+        self.client = client
+        self.order = order
+        self.result = PhaseResult(client.index, order.name)
+        self.result.ops = {"accrual": 0, "redeem": 0}
+        self.result.latencies = {"accrual": [], "redeem": []}
+        self.stopped = False
+
+    def next_kind(self) -> str | None:
+        if self.stopped or time.monotonic() >= self.order.end_at:
+            return None
+        if self.order.name == "mix":
+            return "accrual" if self.client.rng.random() < 0.5 else "redeem"
+        return "accrual" if self.order.name == "accrual" else "redeem"
+
+    def done(self, kind: str, went: bool, t0: float) -> None:
+        if not went:  # the redemption pool ran dry for this client
+            self.result.exhausted = True
+            self.stopped = self.order.name == "redeem"
+            return
+        finished = time.monotonic()
+        if self.order.measure_from <= finished <= self.order.end_at:
+            self.result.ops[kind] += 1
+            self.result.latencies[kind].append(time.perf_counter() - t0)
+
+    def failed(self, exc: Exception) -> None:
+        errors = self.result.errors
+        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+        if self.result.first_error is None:
+            self.result.first_error = "".join(traceback.format_exception_only(exc)).strip()
+        self.stopped = sum(errors.values()) > 1000
 
 
 def worker_main(

@@ -4,27 +4,28 @@ call's failure never becomes its neighbours'."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from kopilka.adapters.db.inflight import advisory_key
-from kopilka.adapters.db.pg_ledger import _REDEEM, CallPool, _Call, _encode
+from kopilka.adapters.db.pg_ledger import CallPool, _Call, _encode
 from kopilka.adapters.db.tables import ledger_transactions, tenants
 from kopilka.bootstrap import Container, bootstrap
 from kopilka.domain.errors import InsufficientPoints
 from kopilka.domain.ledger.model import AccountKind
 from kopilka.services.verify import verify_ledger
+from kopilka.services.views import OperationResult
 from kopilka.settings import Settings
 from kopilka.testing import FakeClock
 from tests.conftest import Merchant, empty_tables, make_merchant
 from tests.integration.test_concurrency import run_together
-
-pytestmark = pytest.mark.postgres_only
 
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -54,6 +55,41 @@ def transactions(c: Container) -> int:
         return int(
             conn.execute(sa.select(sa.func.count()).select_from(ledger_transactions)).scalar_one()
         )
+
+
+def spend_arguments(c: Container, shop: Merchant, member: uuid.UUID, key: str) -> dict[str, Any]:
+    """A redemption of 10 points as ``PgLedgerFunctions.redemption_call`` takes it (the
+    tenant's redeemed account must be cached: spend once through the service first)."""
+    tenant = shop.actor.tenant_id
+    with c.engine.connect() as conn:
+        currency = str(
+            conn.execute(
+                sa.select(tenants.c.points_currency).where(tenants.c.id == tenant)
+            ).scalar_one()
+        )
+    functions = c.uow_factory.ledger_functions()
+    assert functions is not None
+    counter = functions.cached_account(tenant, AccountKind.REDEEMED, currency)
+    assert counter is not None
+    return {
+        "tenant_id": tenant,
+        "member_id": member,
+        "currency": currency,
+        "key": key,
+        "request_hash": "hash-" + key,
+        "now": START,
+        "txn_id": uuid.uuid4(),
+        "points": 10,
+        "actor": "apikey:test",
+        "source_type": "pos",
+        "source_id": key,
+        "reason": None,
+        "params": {},
+        "counter_account": counter,
+        "timezone": "Europe/Moscow",
+        "soon": START,
+        "response": {"transactions": [{"postings": [{}]}], "balance": {}},
+    }
 
 
 @pytest.fixture
@@ -138,41 +174,14 @@ def test_a_failing_statement_rolls_its_batch_back_and_the_rest_run_again(
     c.ledger.accrue(shop.actor, member, 100)
     c.ledger.redeem(shop.actor, member, 10)  # opens and caches the redeemed account
     pool = call_pool(c)
-    tenant = shop.actor.tenant_id
-    with c.engine.connect() as conn:
-        currency = str(
-            conn.execute(
-                sa.select(tenants.c.points_currency).where(tenants.c.id == tenant)
-            ).scalar_one()
-        )
     functions = c.uow_factory.ledger_functions()
     assert functions is not None
-    counter = functions.cached_account(tenant, AccountKind.REDEEMED, currency)
-    assert counter is not None  # opened and cached by the first redemption below
 
     def spend(member_text: str, key: str) -> _Call:
-        params = [
-            tenant,
-            member_text,
-            currency,
-            key,
-            advisory_key(tenant, key),
-            "hash-" + key,
-            clock.now(),
-            uuid.uuid4(),
-            10,
-            "apikey:test",
-            "pos",
-            key,
-            None,
-            {},
-            counter,
-            "Europe/Moscow",
-            clock.now(),
-            {"transactions": [{"postings": [{}]}], "balance": {}},
-        ]
-        encoded = [_encode(p) for p in params]
-        return _Call(_REDEEM, encoded, encoded[1] or b"")
+        call = functions.redemption_call(**spend_arguments(c, shop, member, key))
+        encoded = [_encode(p) for p in call.params]
+        encoded[1] = member_text.encode()
+        return _Call(call.sql, encoded, encoded[1] or b"")
 
     good, bad, also_good = (
         spend(str(member), "g1"),
@@ -208,3 +217,93 @@ def test_group_commit_off_runs_each_call_alone(pg: Engine, clock: FakeClock) -> 
     assert all(not isinstance(a, Exception) for a in answers)
     assert pool.batched_calls == before
     assert [balance(c, shop, m) for m in members] == [50] * 4
+
+
+# ---- on an event loop (LedgerService.accrue_async / redeem_async) ---------------------
+def test_coroutines_of_one_loop_share_commits(pg: Engine, clock: FakeClock) -> None:
+    c = grouped(pg, clock, 32)
+    shop = make_merchant(c, "Loop Shop")
+    members = [c.members.enroll(shop.actor, {"phone": f"+7916340{i:04d}"}).id for i in range(8)]
+    c.ledger.accrue(shop.actor, members[0], 1)  # warms the tenant and account caches
+    pool = call_pool(c)
+    before = pool.batched_calls
+
+    async def scenario() -> tuple[list[OperationResult], list[OperationResult | BaseException]]:
+        credits = await asyncio.gather(
+            *(c.ledger.accrue_async(shop.actor, m, 100, idempotency_key=f"la-{m}") for m in members)
+        )
+        spends = await asyncio.gather(
+            *(
+                c.ledger.redeem_async(shop.actor, m, 40, idempotency_key=f"lr-{m}-{n}")
+                for m in members
+                for n in range(3)
+            ),
+            return_exceptions=True,
+        )
+        return credits, spends
+
+    credits, spends = asyncio.run(scenario())
+    assert len(credits) == 8
+    refused = [s for s in spends if isinstance(s, InsufficientPoints)]
+    # 100 points (101 for the first member) cover two spends of 40 each
+    assert len(refused) == 8
+    assert all(isinstance(s, (OperationResult, InsufficientPoints)) for s in spends)
+    assert [balance(c, shop, m) for m in members] == [21] + [20] * 7
+    assert pool.batched_calls > before
+    assert verify_ledger(c.uow_factory).ok
+
+
+def test_a_loop_hands_the_python_path_to_a_thread(engine: Engine, clock: FakeClock) -> None:
+    """Whatever the fast path declines (SQLite, explicit lot dates, a cold cache) runs the
+    Python path in a worker thread, and the answer is the same kind of answer."""
+    empty_tables(engine)
+    clock.set(START)
+    c = bootstrap(
+        Settings(database_url=engine.url.render_as_string(hide_password=False)),
+        clock=clock,
+        engine=engine,
+    )
+    shop = make_merchant(c, "Thread Shop")
+    member = c.members.enroll(shop.actor, {"phone": "+79163500000"}).id
+
+    async def scenario() -> tuple[OperationResult, OperationResult, OperationResult]:
+        first = await c.ledger.accrue_async(shop.actor, member, 50, idempotency_key="t1")
+        dated = await c.ledger.accrue_async(
+            shop.actor, member, 30, expires_at=datetime(2027, 1, 1, tzinfo=UTC)
+        )
+        spent = await c.ledger.redeem_async(shop.actor, member, 60, idempotency_key="t2")
+        return first, dated, spent
+
+    first, dated, spent = asyncio.run(scenario())
+    assert [r.balance.available for r in (first, dated, spent) if r.balance] == [50, 80, 20]
+    again = asyncio.run(c.ledger.redeem_async(shop.actor, member, 60, idempotency_key="t2"))
+    assert again.transactions[0].id == spent.transactions[0].id
+    assert balance(c, shop, member) == 20
+
+
+def test_a_failing_call_on_a_loop_fails_alone(pg: Engine, clock: FakeClock) -> None:
+    c = grouped(pg, clock, 32)
+    shop = make_merchant(c, "Loop Retry Shop")
+    member = c.members.enroll(shop.actor, {"phone": "+79163600000"}).id
+    c.ledger.accrue(shop.actor, member, 100)
+    c.ledger.redeem(shop.actor, member, 10)
+    pool = call_pool(c)
+    functions = c.uow_factory.ledger_functions()
+    assert functions is not None
+    good = functions.redemption_call(**spend_arguments(c, shop, member, "lg1"))
+    bad = functions.redemption_call(**spend_arguments(c, shop, member, "lb1"))
+    bad = bad._replace(params=(bad.params[0], "not-a-uuid", *bad.params[2:]))
+    retried = pool.batches_retried
+
+    async def scenario() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                functions.run_async(good), functions.run_async(bad), return_exceptions=True
+            )
+        )
+
+    ok, failed = asyncio.run(scenario())
+    assert ok[0] == "ok"
+    assert isinstance(failed, psycopg.Error)
+    assert pool.batches_retried == retried + 1
+    assert balance(c, shop, member) == 80

@@ -3,9 +3,11 @@ and the clock's work (activation, expiry, stale holds)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,7 +24,7 @@ from kopilka.ids import new_id
 from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
 from kopilka.services.ledger_book import MemberBook
-from kopilka.services.ledger_fast import FastLedger
+from kopilka.services.ledger_fast import FastLedger, FastPlan
 from kopilka.services.ledger_ops import (
     CREDIT_COUNTER,
     Shortfall,
@@ -43,6 +45,68 @@ from kopilka.services.views import (
 
 MAX_POINTS = 10**12
 EXPIRING_SOON_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class _Accrual:
+    """``LedgerService.accrue``'s arguments, checked."""
+
+    actor: Actor
+    member_id: uuid.UUID
+    points: int
+    reason: str | None
+    kind: TxnKind
+    source_type: str
+    source_id: str | None
+    available_at: datetime | None
+    expires_at: datetime | None
+    pending_days: int | None
+    currency: str | None
+    idempotency_key: str | None
+
+    def __post_init__(self) -> None:
+        _check_points(self.points)
+
+    def body(self) -> dict[str, Any]:
+        """What the idempotency hash covers."""
+        return {
+            "member_id": self.member_id,
+            "points": self.points,
+            "reason": self.reason,
+            "kind": self.kind,
+            "available_at": self.available_at,
+            "expires_at": self.expires_at,
+            "pending_days": self.pending_days,
+            "currency": self.currency,
+            "source": [self.source_type, self.source_id],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Redemption:
+    """``LedgerService.redeem``'s arguments, checked."""
+
+    actor: Actor
+    member_id: uuid.UUID
+    points: int
+    reason: str | None
+    source_type: str
+    source_id: str | None
+    currency: str | None
+    idempotency_key: str | None
+
+    def __post_init__(self) -> None:
+        _check_points(self.points)
+
+    def body(self) -> dict[str, Any]:
+        """What the idempotency hash covers."""
+        return {
+            "member_id": self.member_id,
+            "points": self.points,
+            "reason": self.reason,
+            "currency": self.currency,
+            "source": [self.source_type, self.source_id],
+        }
 
 
 # The shortfall policies and credit counter-accounts live with the plan-building operations.
@@ -155,56 +219,100 @@ class LedgerService:
         idempotency_key: str | None = None,
     ) -> OperationResult:
         """Credit points as a new lot (pending first if the tenant or caller says so)."""
-        _check_points(points)
-        body = {
-            "member_id": member_id,
-            "points": points,
-            "reason": reason,
-            "kind": kind,
-            "available_at": available_at,
-            "expires_at": expires_at,
-            "pending_days": pending_days,
-            "currency": currency,
-            "source": [source_type, source_id],
-        }
+        credit = _Accrual(
+            actor, member_id, points, reason, kind, source_type, source_id,
+            available_at, expires_at, pending_days, currency, idempotency_key,
+        )  # fmt: skip
         if self.fast is not None:
-            done = self.fast.accrue(
-                actor,
-                member_id,
-                points,
-                reason=reason,
-                kind=kind,
-                source_type=source_type,
-                source_id=source_id,
-                available_at=available_at,
-                expires_at=expires_at,
-                pending_days=pending_days,
-                currency=currency,
-                idempotency_key=idempotency_key,
-                body=body,
-            )
+            plan = self._plan_accrual(self.fast, credit, load=True)
+            done = self.fast.run(plan) if plan is not None else None
             if done is not None:
                 return done
+        return self._accrue_python(credit)
+
+    async def accrue_async(
+        self,
+        actor: Actor,
+        member_id: uuid.UUID,
+        points: int,
+        *,
+        reason: str | None = None,
+        kind: TxnKind = TxnKind.ACCRUAL,
+        source_type: str = "api",
+        source_id: str | None = None,
+        available_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        pending_days: int | None = None,
+        currency: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> OperationResult:
+        """``accrue`` for an event loop: the fast path's call is awaited and shares its
+        commit with the loop's concurrent calls; anything else runs in a worker thread."""
+        credit = _Accrual(
+            actor, member_id, points, reason, kind, source_type, source_id,
+            available_at, expires_at, pending_days, currency, idempotency_key,
+        )  # fmt: skip
+        if self.fast is not None:
+            await self._warm(self.fast, actor)
+            plan = self._plan_accrual(self.fast, credit, load=False)
+            done = await self.fast.run_async(plan) if plan is not None else None
+            if done is not None:
+                return done
+        return await asyncio.to_thread(self._accrue_python, credit)
+
+    @staticmethod
+    async def _warm(fast: FastLedger, actor: Actor) -> None:
+        """The tenant for the fast path, read in a thread when its cache entry lapsed (every
+        few seconds), so the loop's calls do not all fall back to the Python path then."""
+        if not fast.tenant_cached(actor.tenant_id):
+            await asyncio.to_thread(fast.warm_tenant, actor.tenant_id)
+
+    @staticmethod
+    def _plan_accrual(fast: FastLedger, credit: _Accrual, *, load: bool) -> FastPlan | None:
+        return fast.plan_accrual(
+            credit.actor,
+            credit.member_id,
+            credit.points,
+            reason=credit.reason,
+            kind=credit.kind,
+            source_type=credit.source_type,
+            source_id=credit.source_id,
+            available_at=credit.available_at,
+            expires_at=credit.expires_at,
+            pending_days=credit.pending_days,
+            currency=credit.currency,
+            idempotency_key=credit.idempotency_key,
+            body=credit.body(),
+            load=load,
+        )
+
+    def _accrue_python(self, credit: _Accrual) -> OperationResult:
+        """The accrual in a unit of work (SQLite, and what the fast path hands over)."""
+        actor, member_id, kind = credit.actor, credit.member_id, credit.kind
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             _ensure_member_can_transact(uow, tenant.id, member_id)
             # Lots are loaded so the answer carries the member's whole balance.
-            book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
-            _check_dates(now, available_at, expires_at)
+            book = MemberBook(uow, tenant, member_id, actor, now, currency=credit.currency)
+            _check_dates(now, credit.available_at, credit.expires_at)
             txn = book.new_txn(
-                kind, points, source_type=source_type, source_id=source_id, reason=reason
+                kind,
+                credit.points,
+                source_type=credit.source_type,
+                source_id=credit.source_id,
+                reason=credit.reason,
             )
             book.credit(
                 txn,
-                points,
+                credit.points,
                 CREDIT_SOURCE.get(kind, AccountKind.ISSUED),
-                available_at=available_at,
-                expires_at=expires_at,
-                pending_days=pending_days,
+                available_at=credit.available_at,
+                expires_at=credit.expires_at,
+                pending_days=credit.pending_days,
             )
             return self._finish(uow, book, [txn])
 
-        return self._write(actor, f"accrue:{kind}", body, idempotency_key, work)
+        return self._write(actor, f"accrue:{kind}", credit.body(), credit.idempotency_key, work)
 
     # ---- debits ------------------------------------------------------------------------
     def redeem(
@@ -220,45 +328,75 @@ class LedgerService:
         idempotency_key: str | None = None,
     ) -> OperationResult:
         """Spend points, soonest-expiring first; never below zero."""
-        _check_points(points)
-        body = {
-            "member_id": member_id,
-            "points": points,
-            "reason": reason,
-            "currency": currency,
-            "source": [source_type, source_id],
-        }
+        spend = _Redemption(
+            actor, member_id, points, reason, source_type, source_id, currency, idempotency_key
+        )
         if self.fast is not None:
-            done = self.fast.redeem(
-                actor,
-                member_id,
-                points,
-                reason=reason,
-                source_type=source_type,
-                source_id=source_id,
-                currency=currency,
-                idempotency_key=idempotency_key,
-                body=body,
-            )
+            plan = self._plan_redemption(self.fast, spend, load=True)
+            done = self.fast.run(plan) if plan is not None else None
             if done is not None:
                 return done
+        return self._redeem_python(spend)
+
+    async def redeem_async(
+        self,
+        actor: Actor,
+        member_id: uuid.UUID,
+        points: int,
+        *,
+        reason: str | None = None,
+        source_type: str = "api",
+        source_id: str | None = None,
+        currency: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> OperationResult:
+        """``redeem`` for an event loop (see ``accrue_async``)."""
+        spend = _Redemption(
+            actor, member_id, points, reason, source_type, source_id, currency, idempotency_key
+        )
+        if self.fast is not None:
+            await self._warm(self.fast, actor)
+            plan = self._plan_redemption(self.fast, spend, load=False)
+            done = await self.fast.run_async(plan) if plan is not None else None
+            if done is not None:
+                return done
+        return await asyncio.to_thread(self._redeem_python, spend)
+
+    @staticmethod
+    def _plan_redemption(fast: FastLedger, spend: _Redemption, *, load: bool) -> FastPlan | None:
+        return fast.plan_redemption(
+            spend.actor,
+            spend.member_id,
+            spend.points,
+            reason=spend.reason,
+            source_type=spend.source_type,
+            source_id=spend.source_id,
+            currency=spend.currency,
+            idempotency_key=spend.idempotency_key,
+            body=spend.body(),
+            load=load,
+        )
+
+    def _redeem_python(self, spend: _Redemption) -> OperationResult:
+        """The redemption in a unit of work (SQLite, and what the fast path hands over)."""
+        actor, member_id = spend.actor, spend.member_id
 
         def work(uow: UnitOfWork, tenant: Tenant, now: datetime) -> OperationResult:
             _ensure_member_can_transact(uow, tenant.id, member_id)
-            book = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
+            book = MemberBook(uow, tenant, member_id, actor, now, currency=spend.currency)
             ensure_may_spend(uow, book)
             book.settle()
             txn = book.new_txn(
                 TxnKind.REDEMPTION,
-                points,
-                source_type=source_type,
-                source_id=source_id,
-                reason=reason,
+                spend.points,
+                source_type=spend.source_type,
+                source_id=spend.source_id,
+                reason=spend.reason,
             )
-            book.take(txn, points, book.system[AccountKind.REDEEMED])
+            book.take(txn, spend.points, book.system[AccountKind.REDEEMED])
             return self._finish(uow, book, [txn])
 
-        return self._write(actor, "redeem", body, idempotency_key, work)
+        return self._write(actor, "redeem", spend.body(), spend.idempotency_key, work)
 
     def adjust(
         self,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic_core import to_jsonable_python
 
@@ -44,6 +44,7 @@ from kopilka.services.ports import UnitOfWorkFactory
 from kopilka.services.views import OperationResult
 
 if TYPE_CHECKING:
+    from kopilka.adapters.db.pg_ledger import LedgerCall
     from kopilka.adapters.db.pg_ledger import PgLedgerFunctions as LedgerFunctions
 
 EXPIRING_SOON_DAYS = 30  # services.ledger.EXPIRING_SOON_DAYS (not imported: ledger imports us)
@@ -87,6 +88,16 @@ def _error(outcome: str, body: Any, points: int) -> KopilkaError | None:
     return None
 
 
+class FastPlan(NamedTuple):
+    """A fast-path write ready to run: the call and the answer's template."""
+
+    functions: LedgerFunctions
+    call: LedgerCall
+    response: dict[str, Any]
+    posting: int  # the member's posting in the answer, whose balance_after the call gives
+    points: int
+
+
 class FastLedger:
     """Accrual and redemption as one database call each (PostgreSQL only)."""
 
@@ -124,8 +135,22 @@ class FastLedger:
     def _skip(self, reason: str) -> None:
         self.fallbacks[reason] += 1
 
-    def _open(self, actor: Actor, key: str | None) -> tuple[LedgerFunctions, Tenant] | None:
-        """The functions and the caller's tenant, or None (and why) for the Python path."""
+    def tenant_cached(self, tenant_id: uuid.UUID) -> bool:
+        """Whether the fast path has the tenant without reading it (see ``warm_tenant``)."""
+        calls = self.uow_factory.ledger_functions()
+        return calls is None or isinstance(calls.cache.get(("tenant", tenant_id)), Tenant)
+
+    def warm_tenant(self, tenant_id: uuid.UUID) -> None:
+        """Read the tenant into the cache (blocking: an event loop runs it in a thread)."""
+        with self.uow_factory(write=False) as uow:
+            load_tenant(uow, tenant_id)
+
+    def _open(
+        self, actor: Actor, key: str | None, *, load: bool
+    ) -> tuple[LedgerFunctions, Tenant] | None:
+        """The functions and the caller's tenant, or None (and why) for the Python path.
+        ``load``: read the tenant on a cache miss (not on an event loop, which must not
+        block: the Python path, in a thread, reads and caches it)."""
         if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
             self._skip("invalid_key")  # the Python path raises the error
             return None
@@ -135,11 +160,14 @@ class FastLedger:
             return None
         tenant = calls.cache.get(("tenant", actor.tenant_id))  # load_tenant's cache entry
         if not isinstance(tenant, Tenant):
+            if not load:
+                self._skip("cold_cache")
+                return None
             with self.uow_factory(write=False) as uow:  # a miss: read (and cache) it first
                 tenant = load_tenant(uow, actor.tenant_id)
         return calls, tenant
 
-    def accrue(
+    def plan_accrual(
         self,
         actor: Actor,
         member_id: uuid.UUID,
@@ -155,13 +183,14 @@ class FastLedger:
         currency: str | None,
         idempotency_key: str | None,
         body: dict[str, Any],
-    ) -> OperationResult | None:
-        """``LedgerService.accrue``; None: take the Python path."""
+        load: bool = True,
+    ) -> FastPlan | None:
+        """``LedgerService.accrue``'s call, to ``run``; None: take the Python path."""
         if available_at is not None or expires_at is not None:
             self._skip("explicit_lot_dates")  # rare (admin API); the Python path checks them
             return None
         key = idempotency_key
-        opened = self._open(actor, key)
+        opened = self._open(actor, key, load=load)
         if opened is None:
             return None
         calls, tenant = opened
@@ -202,8 +231,7 @@ class FastLedger:
                 ("pending" if pending else "wallet", member, points),
             ],
         )
-        self.calls += 1
-        done = calls.accrue(
+        call = calls.accrual_call(
             tenant_id=tenant.id,
             member_id=member_id,
             currency=cur,
@@ -227,9 +255,9 @@ class FastLedger:
             soon=now + timedelta(days=EXPIRING_SOON_DAYS),
             response=response,
         )
-        return self._finish(done, response, 1, points)
+        return FastPlan(calls, call, response, 1, points)
 
-    def redeem(
+    def plan_redemption(
         self,
         actor: Actor,
         member_id: uuid.UUID,
@@ -241,10 +269,11 @@ class FastLedger:
         currency: str | None,
         idempotency_key: str | None,
         body: dict[str, Any],
-    ) -> OperationResult | None:
-        """``LedgerService.redeem``; None: take the Python path."""
+        load: bool = True,
+    ) -> FastPlan | None:
+        """``LedgerService.redeem``'s call, to ``run``; None: take the Python path."""
         key = idempotency_key
-        opened = self._open(actor, key)
+        opened = self._open(actor, key, load=load)
         if opened is None:
             return None
         calls, tenant = opened
@@ -272,8 +301,7 @@ class FastLedger:
             description=describe(TxnKind.REDEMPTION.value, points, params),
             postings=[("wallet", member, -points), ("redeemed", None, points)],
         )
-        self.calls += 1
-        done = calls.redeem(
+        call = calls.redemption_call(
             tenant_id=tenant.id,
             member_id=member_id,
             currency=cur,
@@ -292,7 +320,20 @@ class FastLedger:
             soon=now + timedelta(days=EXPIRING_SOON_DAYS),
             response=response,
         )
-        return self._finish(done, response, 0, points)
+        return FastPlan(calls, call, response, 0, points)
+
+    def run(self, plan: FastPlan) -> OperationResult | None:
+        """Make the planned call (group commit with this process's concurrent calls); the
+        answer, None for the Python path, or the error raised."""
+        self.calls += 1
+        done = plan.functions.run(plan.call)
+        return self._finish(done, plan.response, plan.posting, plan.points)
+
+    async def run_async(self, plan: FastPlan) -> OperationResult | None:
+        """``run`` for coroutines (group commit with the event loop's concurrent calls)."""
+        self.calls += 1
+        done = await plan.functions.run_async(plan.call)
+        return self._finish(done, plan.response, plan.posting, plan.points)
 
 
 def _answer_template(

@@ -10,6 +10,7 @@ services/ledger_fast.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -20,7 +21,7 @@ import uuid
 import weakref
 from collections import deque
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import sqlalchemy as sa
@@ -51,6 +52,25 @@ _REDEEM = (
 # (outcome, details or the stored answer of a replay, the member posting's balance after,
 # the balance figures): see FastLedger for the outcomes.
 Outcome = tuple[str, Any, int | None, dict[str, Any] | None]
+
+
+class LedgerCall(NamedTuple):
+    """One call of a ledger function, ready to run (``PgLedgerFunctions.run`` / ``run_async``)."""
+
+    sql: bytes
+    params: tuple[Any, ...]
+
+
+def _outcome(row: list[bytes | None]) -> Outcome:
+    outcome, body, balance_after, balance = row
+    assert outcome is not None
+    return (
+        outcome.decode(),
+        None if body is None else json.loads(body),
+        None if balance_after is None else int(balance_after),
+        None if balance is None else json.loads(balance),
+    )
+
 
 # Statement names, prepared once per connection of the private pool.
 _PREPARED = {_ACCRUE: b"kopilka_ledger_accrue", _REDEEM: b"kopilka_ledger_redeem"}
@@ -130,6 +150,47 @@ class _Call:
         self.finished.acquire()
 
 
+class _PipelineReader:
+    """The results of ``count`` pipelined statements up to their sync, read as they come."""
+
+    __slots__ = ("count", "ended", "error", "rows")
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.rows: list[list[bytes | None]] = []
+        self.error: BaseException | None = None  # the first statement's error, if any
+        self.ended = False
+
+    @property
+    def failed(self) -> bool:
+        """Whether anything failed (a statement, or the commit at the sync): the server
+        rolled the whole pipeline back."""
+        return self.error is not None or len(self.rows) != self.count
+
+    def feed(self, pgconn: psycopg.pq.abc.PGconn) -> bool:
+        """Take every result the connection has without waiting; True once the sync came,
+        False when the caller must wait for the socket to be readable and call again."""
+        while True:
+            if pgconn.is_busy():
+                pgconn.consume_input()
+                if pgconn.is_busy():
+                    return False
+            result = pgconn.get_result()
+            if result is None:  # the end of one statement's results
+                if self.ended:  # twice in a row: nothing more is coming
+                    raise psycopg.OperationalError("the connection closed inside a pipeline")
+                self.ended = True
+                continue
+            self.ended = False
+            status = result.status
+            if status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
+                return True
+            if status == _TUPLES_OK:
+                self.rows.append([result.get_value(0, column) for column in range(result.nfields)])
+            elif self.error is None:  # the first failure; the rest were skipped (aborted)
+                self.error = psycopg.errors.error_from_result(result)
+
+
 class CallPool:
     """A small pool of autocommit connections for the one-call writes, with group commit.
 
@@ -172,6 +233,9 @@ class CallPool:
         self._flushers: list[threading.Thread] = []
         self._flushers_pid = os.getpid()
         self._flushers_lock = threading.Lock()
+        self._loop_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBatcher] = (
+            weakref.WeakKeyDictionary()
+        )
         # What group commit did (the benchmark reports it): batches of two or more calls
         # sent, the calls in them, and batches run again call by call after an error.
         self.batches = 0
@@ -182,17 +246,9 @@ class CallPool:
         if not self._slots.acquire(timeout=self._timeout):
             raise TimeoutError("no database connection free for the ledger call")
         try:
-            while True:
-                try:
-                    held = self._idle.pop()  # LIFO: the warmest connection
-                except IndexError:
-                    break
-                if (
-                    held.conn.pgconn.status == _CONNECTION_OK
-                    and time.monotonic() - held.born < self._recycle
-                ):
-                    return held
-                held.conn.close()
+            held = self._take_idle()
+            if held is not None:
+                return held
             cargs, cparams = self._connect_args
             return _Connection(
                 psycopg.connect(*cargs, autocommit=True, options=_SESSION_OPTIONS, **cparams)
@@ -200,6 +256,30 @@ class CallPool:
         except BaseException:
             self._slots.release()
             raise
+
+    def _take_idle(self) -> _Connection | None:
+        """A healthy idle connection (the caller holds a slot), or None."""
+        while True:
+            try:
+                held = self._idle.pop()  # LIFO: the warmest connection
+            except IndexError:
+                return None
+            if (
+                held.conn.pgconn.status == _CONNECTION_OK
+                and time.monotonic() - held.born < self._recycle
+            ):
+                return held
+            held.conn.close()
+
+    async def _checkout_async(self) -> _Connection:
+        """``_checkout`` for an event loop: an idle connection at once when there is one,
+        otherwise the wait (or the connect) in a thread."""
+        if self._slots.acquire(blocking=False):
+            held = self._take_idle()
+            if held is not None:
+                return held
+            self._slots.release()
+        return await asyncio.to_thread(self._checkout)
 
     def _checkin(self, held: _Connection, healthy: bool) -> None:
         if healthy:
@@ -224,6 +304,20 @@ class CallPool:
         self._queue.put(mine)
         mine.finished.acquire()  # released by the flusher that ran it
         return self._result(mine)
+
+    async def call_async(
+        self, sql: bytes, params: list[bytes | None], order: bytes = b""
+    ) -> list[bytes | None]:
+        """``call`` for coroutines: the calls of one event loop share pipelines and commits
+        (up to ``batch_max`` at a time)."""
+        return await self._batcher().call(_Call(sql, params, order))
+
+    def _batcher(self) -> _LoopBatcher:
+        loop = asyncio.get_running_loop()
+        batcher = self._loop_batchers.get(loop)
+        if batcher is None:
+            batcher = self._loop_batchers[loop] = _LoopBatcher(self, loop)
+        return batcher
 
     def _ensure_flushers(self) -> None:
         """Start the flusher threads once per process (a forked child has none)."""
@@ -304,7 +398,11 @@ class CallPool:
                 for call, name in zip(batch, names, strict=True):
                     pgconn.send_query_prepared(name, call.params)
                 pgconn.pipeline_sync()
-                rows, failed = self._read_pipeline(pgconn, len(batch))
+                reader = _PipelineReader(len(batch))
+                # psycopg's get_result keeps the GIL while it blocks: wait in select()
+                # instead, so the process's other threads build the next batch meanwhile.
+                while not reader.feed(pgconn):
+                    select.select([pgconn.socket], [], [])
             finally:
                 if pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
                     pgconn.exit_pipeline_mode()
@@ -312,45 +410,15 @@ class CallPool:
             for call in batch:
                 call.error = exc
             return
-        if failed:  # the server rolled the whole batch back: each call again, on its own
+        if reader.failed:  # the server rolled the whole batch back: each call again, alone
             self.batches_retried += 1
             for call in batch:
                 self._run_alone(held, call)
             return
-        for call, row in zip(batch, rows, strict=True):
+        for call, row in zip(batch, reader.rows, strict=True):
             call.row = row
         self.batches += 1
         self.batched_calls += len(batch)
-
-    @staticmethod
-    def _read_pipeline(
-        pgconn: psycopg.pq.abc.PGconn, count: int
-    ) -> tuple[list[list[bytes | None]], bool]:
-        """The rows of ``count`` pipelined statements up to the sync, and whether anything
-        failed (a statement, or the commit at the sync)."""
-        rows: list[list[bytes | None]] = []
-        failed = False
-        ended = False
-        while True:
-            # psycopg's get_result keeps the GIL while it blocks: wait in select() instead,
-            # so the process's other threads build the next batch meanwhile.
-            while pgconn.is_busy():
-                select.select([pgconn.socket], [], [])
-                pgconn.consume_input()
-            result = pgconn.get_result()
-            if result is None:  # the end of one statement's results
-                if ended:  # twice in a row: nothing more is coming
-                    raise psycopg.OperationalError("the connection closed inside a pipeline")
-                ended = True
-                continue
-            ended = False
-            if result.status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
-                break
-            if result.status == _TUPLES_OK and not failed:
-                rows.append([result.get_value(0, column) for column in range(result.nfields)])
-            else:
-                failed = True
-        return rows, failed or len(rows) != count
 
     def backend_pids(self) -> list[int]:
         """The server processes of the idle connections, one opened if none is (for the
@@ -364,6 +432,98 @@ class CallPool:
         go back to the pool, which stays usable."""
         while self._idle:
             self._idle.pop().conn.close()
+
+
+class _LoopBatcher:
+    """Group commit for the coroutines of one event loop: the calls queued while the loop
+    was busy go out as one pipeline on a connection of the pool, and the loop waits for the
+    answer with a reader callback, never blocking. One batch at a time per loop: the next
+    one gathers while this one is out."""
+
+    def __init__(self, pool: CallPool, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.queue: list[tuple[_Call, asyncio.Future[None]]] = []
+        self.flushing: asyncio.Task[None] | None = None
+
+    async def call(self, call: _Call) -> list[bytes | None]:
+        done: asyncio.Future[None] = self.loop.create_future()
+        self.queue.append((call, done))
+        if self.flushing is None:
+            self.flushing = self.loop.create_task(self._flush())
+        await done
+        return CallPool._result(call)
+
+    async def _flush(self) -> None:
+        try:
+            while self.queue:
+                batch = self.queue[: self.pool.batch_max]
+                del self.queue[: self.pool.batch_max]
+                try:
+                    await self._run([call for call, _ in batch])
+                finally:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self.flushing = None
+
+    async def _readable(self, fd: int) -> None:
+        ready: asyncio.Future[None] = self.loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self.loop.add_reader(fd, wake)
+        try:
+            await ready
+        finally:
+            self.loop.remove_reader(fd)
+
+    async def _run(self, batch: list[_Call]) -> None:
+        """As ``CallPool._run``: one pipeline, one transaction; a failed batch of several
+        calls runs again call by call."""
+        batch.sort(key=lambda call: call.order)  # stable: one member's calls keep their order
+        try:
+            held = await self.pool._checkout_async()
+        except BaseException as exc:  # no connection: these calls never ran
+            for call in batch:
+                call.error = exc
+            return
+        pgconn = held.conn.pgconn
+        try:
+            names = [self.pool._prepare(held, call.sql) for call in batch]
+            pgconn.enter_pipeline_mode()
+            try:
+                for call, name in zip(batch, names, strict=True):
+                    pgconn.send_query_prepared(name, call.params)
+                pgconn.pipeline_sync()
+                reader = _PipelineReader(len(batch))
+                while not reader.feed(pgconn):
+                    await self._readable(pgconn.socket)
+            finally:
+                if pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+                    pgconn.exit_pipeline_mode()
+        except BaseException as exc:  # the connection failed: the outcome is unknown
+            for call in batch:
+                call.error = exc
+            return
+        finally:
+            self.pool._checkin(held, pgconn.status == _CONNECTION_OK)
+        if reader.failed:
+            if len(batch) == 1:
+                batch[0].error = reader.error or psycopg.OperationalError("no result")
+                return
+            self.pool.batches_retried += 1
+            for call in batch:
+                await self._run([call])
+            return
+        for call, row in zip(batch, reader.rows, strict=True):
+            call.row = row
+        if len(batch) > 1:
+            self.pool.batches += 1
+            self.pool.batched_calls += len(batch)
 
 
 _pools: weakref.WeakKeyDictionary[sa.Engine, CallPool] = weakref.WeakKeyDictionary()
@@ -416,19 +576,19 @@ class PgLedgerFunctions:
     def pool(self) -> CallPool:
         return self._pool
 
-    def _call(self, sql: bytes, params: tuple[Any, ...]) -> Outcome:
-        encoded = [_encode(value) for value in params]
+    def run(self, call: LedgerCall) -> Outcome:
+        """Make a call built by ``accrual`` or ``redemption`` (group commit with the
+        process's concurrent calls)."""
+        encoded = [_encode(value) for value in call.params]
         # Both functions take the member second: a batch locks its members in that order.
-        outcome, body, balance_after, balance = self._pool.call(sql, encoded, encoded[1] or b"")
-        assert outcome is not None
-        return (
-            outcome.decode(),
-            None if body is None else json.loads(body),
-            None if balance_after is None else int(balance_after),
-            None if balance is None else json.loads(balance),
-        )
+        return _outcome(self._pool.call(call.sql, encoded, encoded[1] or b""))
 
-    def accrue(
+    async def run_async(self, call: LedgerCall) -> Outcome:
+        """``run`` for coroutines (group commit with the event loop's concurrent calls)."""
+        encoded = [_encode(value) for value in call.params]
+        return _outcome(await self._pool.call_async(call.sql, encoded, encoded[1] or b""))
+
+    def accrual_call(
         self,
         *,
         tenant_id: uuid.UUID,
@@ -453,10 +613,10 @@ class PgLedgerFunctions:
         timezone: str,
         soon: datetime,
         response: dict[str, Any],
-    ) -> Outcome:
-        """Credit a lot; the outcome is ("ok" | "replay", answer), ("fallback", None) or an
-        error code with its details."""
-        return self._call(
+    ) -> LedgerCall:
+        """Credit a lot; the call's outcome is ("ok" | "replay", answer), ("fallback", None)
+        or an error code with its details."""
+        return LedgerCall(
             _ACCRUE,
             (
                 tenant_id,
@@ -485,7 +645,7 @@ class PgLedgerFunctions:
             ),
         )
 
-    def redeem(
+    def redemption_call(
         self,
         *,
         tenant_id: uuid.UUID,
@@ -505,9 +665,9 @@ class PgLedgerFunctions:
         timezone: str,
         soon: datetime,
         response: dict[str, Any],
-    ) -> Outcome:
-        """Spend points across lots; outcomes as for :meth:`accrue`."""
-        return self._call(
+    ) -> LedgerCall:
+        """Spend points across lots; outcomes as for :meth:`accrual_call`."""
+        return LedgerCall(
             _REDEEM,
             (
                 tenant_id,

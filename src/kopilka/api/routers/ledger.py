@@ -66,7 +66,7 @@ def get_ledger(
     response_model=OperationResult,
     operation_id="accruePoints",
 )
-def accrue(
+async def accrue(
     member_id: uuid.UUID,
     body: AccrualCreate,
     idempotency_key: IdempotencyKey = None,
@@ -74,7 +74,9 @@ def accrue(
     c: Container = Depends(container),
 ) -> OperationResult:
     """Credit points as a lot: pending for the tenant's pending period unless told otherwise."""
-    return c.ledger.accrue(
+    # On the event loop: the PostgreSQL fast path shares commits with this worker's other
+    # writes (group commit); anything else runs in a worker thread (services/ledger.py).
+    return await c.ledger.accrue_async(
         actor,
         member_id,
         body.points,
@@ -93,7 +95,7 @@ def accrue(
     response_model=OperationResult,
     operation_id="redeemPoints",
 )
-def redeem(
+async def redeem(
     member_id: uuid.UUID,
     body: RedemptionCreate,
     idempotency_key: IdempotencyKey = None,
@@ -101,7 +103,7 @@ def redeem(
     c: Container = Depends(container),
 ) -> OperationResult:
     """Spend points now, soonest-expiring lots first."""
-    return c.ledger.redeem(
+    return await c.ledger.redeem_async(
         actor,
         member_id,
         body.points,
