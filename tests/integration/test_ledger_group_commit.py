@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from kopilka.adapters.db.pg_ledger import CallPool, _Call, _encode
 from kopilka.adapters.db.tables import ledger_transactions, tenants
+from kopilka.api.app import create_app
 from kopilka.bootstrap import Container, bootstrap
 from kopilka.domain.errors import InsufficientPoints
 from kopilka.domain.ledger.model import AccountKind
@@ -307,3 +309,55 @@ def test_a_failing_call_on_a_loop_fails_alone(pg: Engine, clock: FakeClock) -> N
     assert isinstance(failed, psycopg.Error)
     assert pool.batches_retried == retried + 1
     assert balance(c, shop, member) == 80
+
+
+def test_concurrent_http_writes_share_commits(engine: Engine, clock: FakeClock) -> None:
+    """The accrual and redemption routes await the service on the event loop: requests in
+    flight together share commits on PostgreSQL, and every answer is the request's own
+    (on SQLite each runs the Python path in a worker thread)."""
+    c = grouped(engine, clock, 32)
+    shop = make_merchant(c, "Http Shop")
+    members = [c.members.enroll(shop.actor, {"phone": f"+7916370{i:04d}"}).id for i in range(6)]
+    functions = c.uow_factory.ledger_functions()
+    before = functions.pool.batched_calls if functions else 0
+    app = create_app(c)
+
+    async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kopilka") as http:
+            credits = await asyncio.gather(
+                *(
+                    http.post(
+                        f"/v1/members/{m}/accruals",
+                        json={"points": 100, "pending_days": 0},
+                        headers=shop.headers("admin", **{"Idempotency-Key": f"ha-{m}"}),
+                    )
+                    for m in members
+                )
+            )
+            spends = await asyncio.gather(
+                *(
+                    http.post(
+                        f"/v1/members/{m}/redemptions",
+                        json={"points": 30},
+                        headers=shop.headers("pos", **{"Idempotency-Key": f"hr-{m}-{n}"}),
+                    )
+                    for m in members
+                    for n in range(4)
+                )
+            )
+        return credits, spends
+
+    credits, spends = asyncio.run(scenario())
+    assert [r.status_code for r in credits] == [201] * 6
+    codes = sorted(r.status_code for r in spends)
+    assert codes == [201] * 18 + [422] * 6  # three spends of 30 fit in 100, the fourth not
+    assert all(r.json()["code"] == "insufficient_points" for r in spends if r.status_code == 422)
+    for r in spends:
+        if r.status_code == 201:
+            posting = r.json()["transactions"][0]["postings"][0]
+            assert posting["member_id"] == r.request.url.path.split("/")[3]
+    assert [balance(c, shop, m) for m in members] == [10] * 6
+    if functions is not None:
+        assert functions.pool.batched_calls > before
+    assert verify_ledger(c.uow_factory).ok
