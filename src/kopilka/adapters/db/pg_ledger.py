@@ -409,6 +409,7 @@ class CallPool:
         except BaseException as exc:  # the connection failed: the outcome is unknown
             for call in batch:
                 call.error = exc
+            held.conn.close()  # it may hold unread results: never reuse it
             return
         if reader.failed:  # the server rolled the whole batch back: each call again, alone
             self.batches_retried += 1
@@ -508,6 +509,7 @@ class _LoopBatcher:
         except BaseException as exc:  # the connection failed: the outcome is unknown
             for call in batch:
                 call.error = exc
+            held.conn.close()  # it may hold unread results (a cancelled wait): never reuse
             return
         finally:
             self.pool._checkin(held, pgconn.status == _CONNECTION_OK)
