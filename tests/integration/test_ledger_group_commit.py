@@ -361,3 +361,45 @@ def test_concurrent_http_writes_share_commits(engine: Engine, clock: FakeClock) 
     if functions is not None:
         assert functions.pool.batched_calls > before
     assert verify_ledger(c.uow_factory).ok
+
+
+def test_a_cancelled_flush_fails_its_calls_and_reuses_no_connection(
+    pg: Engine, clock: FakeClock
+) -> None:
+    """The loop shuts down (its flush task is cancelled) while the database holds a batch:
+    the callers get an error that says the outcome is unknown, the connection is closed
+    rather than reused with unread results, and the next call works."""
+    c = grouped(pg, clock, 32)
+    shop = make_merchant(c, "Cancel Shop")
+    member = c.members.enroll(shop.actor, {"phone": "+79163800000"}).id
+    c.ledger.accrue(shop.actor, member, 100)
+    c.ledger.redeem(shop.actor, member, 10)
+    functions = c.uow_factory.ledger_functions()
+    assert functions is not None
+    pool = call_pool(c)
+    first = functions.redemption_call(**spend_arguments(c, shop, member, "cx1"))
+    later = functions.redemption_call(**spend_arguments(c, shop, member, "cx2"))
+
+    async def scenario(blocker: sa.Connection) -> Any:
+        waiting = asyncio.ensure_future(functions.run_async(first))
+        batcher = pool._batcher()
+        for _ in range(100):  # until the batch is out and waits on the member's lock
+            await asyncio.sleep(0.01)
+            if batcher.flushing is not None:
+                break
+        await asyncio.sleep(0.1)
+        assert batcher.flushing is not None
+        batcher.flushing.cancel()
+        with pytest.raises(psycopg.OperationalError, match="outcome is unknown"):
+            await waiting
+        blocker.rollback()  # the held batch may now run: its outcome is the server's
+        return await functions.run_async(later)
+
+    with pg.connect() as blocker:
+        blocker.execute(
+            sa.text("SELECT id FROM accounts WHERE member_id = :m FOR UPDATE"), {"m": member}
+        )
+        outcome = asyncio.run(scenario(blocker))
+    assert outcome[0] == "ok"
+    assert balance(c, shop, member) in (70, 80)  # the cancelled spend went through or not
+    assert verify_ledger(c.uow_factory).ok

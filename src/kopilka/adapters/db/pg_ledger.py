@@ -404,8 +404,7 @@ class CallPool:
                 while not reader.feed(pgconn):
                     select.select([pgconn.socket], [], [])
             finally:
-                if pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
-                    pgconn.exit_pipeline_mode()
+                _leave_pipeline(held)
         except BaseException as exc:  # the connection failed: the outcome is unknown
             for call in batch:
                 call.error = exc
@@ -433,6 +432,25 @@ class CallPool:
         go back to the pool, which stays usable."""
         while self._idle:
             self._idle.pop().conn.close()
+
+
+def _leave_pipeline(held: _Connection) -> None:
+    """Leave pipeline mode; a connection still busy with results (an interrupted wait) is
+    closed instead, so that the error being raised is the one the caller sees."""
+    pgconn = held.conn.pgconn
+    if pgconn.status != _CONNECTION_OK or pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF:
+        return
+    try:
+        pgconn.exit_pipeline_mode()
+    except psycopg.Error:
+        held.conn.close()
+
+
+def _cancelled() -> psycopg.OperationalError:
+    return psycopg.OperationalError(
+        "The ledger call was cancelled while the database had it; its outcome is unknown "
+        "(a retry with the same Idempotency-Key is safe)."
+    )
 
 
 class _LoopBatcher:
@@ -463,9 +481,18 @@ class _LoopBatcher:
                 try:
                     await self._run([call for call, _ in batch])
                 finally:
-                    for _, done in batch:
+                    for call, done in batch:
+                        if call.row is None and call.error is None:  # cut short by a cancel
+                            call.error = _cancelled()
                         if not done.done():
                             done.set_result(None)
+        except asyncio.CancelledError:  # the loop is shutting down: fail what still waits
+            for call, done in self.queue:
+                call.error = _cancelled()
+                if not done.done():
+                    done.set_result(None)
+            self.queue.clear()
+            raise
         finally:
             self.flushing = None
 
@@ -504,12 +531,14 @@ class _LoopBatcher:
                 while not reader.feed(pgconn):
                     await self._readable(pgconn.socket)
             finally:
-                if pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
-                    pgconn.exit_pipeline_mode()
+                _leave_pipeline(held)
         except BaseException as exc:  # the connection failed: the outcome is unknown
+            cancelled = isinstance(exc, asyncio.CancelledError)
             for call in batch:
-                call.error = exc
+                call.error = _cancelled() if cancelled else exc
             held.conn.close()  # it may hold unread results (a cancelled wait): never reuse
+            if cancelled:
+                raise
             return
         finally:
             self.pool._checkin(held, pgconn.status == _CONNECTION_OK)
