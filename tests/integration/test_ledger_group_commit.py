@@ -403,3 +403,29 @@ def test_a_cancelled_flush_fails_its_calls_and_reuses_no_connection(
     assert outcome[0] == "ok"
     assert balance(c, shop, member) in (70, 80)  # the cancelled spend went through or not
     assert verify_ledger(c.uow_factory).ok
+
+
+def test_a_cancelled_checkout_gives_its_connection_back(pg: Engine, clock: FakeClock) -> None:
+    """A coroutine cancelled while a new connection opens in a thread: the thread's
+    connection and its slot go back to the pool."""
+    c = grouped(pg, clock, 32)
+    pool = call_pool(c)
+    pool.dispose()  # no idle connection: the checkout opens one in a thread
+
+    async def scenario() -> None:
+        checkout = asyncio.ensure_future(pool._checkout_async())
+        await asyncio.sleep(0)  # it now waits for the thread
+        checkout.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await checkout
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if pool._idle:
+                break
+
+    asyncio.run(scenario())
+    assert len(pool._idle) == 1
+    slots = [pool._slots.acquire(blocking=False) for _ in range(pool._size)]
+    for _ in range(sum(slots)):
+        pool._slots.release()
+    assert all(slots)

@@ -279,7 +279,16 @@ class CallPool:
             if held is not None:
                 return held
             self._slots.release()
-        return await asyncio.to_thread(self._checkout)
+        checkout = asyncio.ensure_future(asyncio.to_thread(self._checkout))
+        try:
+            return await asyncio.shield(checkout)
+        except asyncio.CancelledError:  # the thread goes on: give back what it gets
+            checkout.add_done_callback(self._checkin_abandoned)
+            raise
+
+    def _checkin_abandoned(self, checkout: asyncio.Future[_Connection]) -> None:
+        if not checkout.cancelled() and checkout.exception() is None:
+            self._checkin(checkout.result(), True)
 
     def _checkin(self, held: _Connection, healthy: bool) -> None:
         if healthy:
