@@ -401,13 +401,8 @@ class CallPool:
         batch.sort(key=lambda call: call.order)  # stable: one member's calls keep their order
         pgconn = held.conn.pgconn
         try:
-            names = [self._prepare(held, call.sql) for call in batch]
-            pgconn.enter_pipeline_mode()
             try:
-                for call, name in zip(batch, names, strict=True):
-                    pgconn.send_query_prepared(name, call.params)
-                pgconn.pipeline_sync()
-                reader = _PipelineReader(len(batch))
+                reader = self._send(held, batch)
                 # psycopg's get_result keeps the GIL while it blocks: wait in select()
                 # instead, so the process's other threads build the next batch meanwhile.
                 while not reader.feed(pgconn):
@@ -419,15 +414,34 @@ class CallPool:
                 call.error = exc
             held.conn.close()  # it may hold unread results: never reuse it
             return
-        if reader.failed:  # the server rolled the whole batch back: each call again, alone
-            self.batches_retried += 1
+        if self._settle(batch, reader):
             for call in batch:
                 self._run_alone(held, call)
-            return
+
+    def _send(self, held: _Connection, batch: list[_Call]) -> _PipelineReader:
+        """Send ``batch`` as one pipeline ending in one sync (one implicit transaction);
+        the caller reads it with the reader returned, then leaves pipeline mode."""
+        pgconn = held.conn.pgconn
+        names = [self._prepare(held, call.sql) for call in batch]
+        pgconn.enter_pipeline_mode()
+        for call, name in zip(batch, names, strict=True):
+            pgconn.send_query_prepared(name, call.params)
+        pgconn.pipeline_sync()
+        return _PipelineReader(len(batch))
+
+    def _settle(self, batch: list[_Call], reader: _PipelineReader) -> bool:
+        """Hand out the rows of a batch that went through; True when the server rolled it
+        back and its calls must run again, each on its own."""
+        if reader.failed:
+            if len(batch) > 1:
+                self.batches_retried += 1
+            return True
         for call, row in zip(batch, reader.rows, strict=True):
             call.row = row
-        self.batches += 1
-        self.batched_calls += len(batch)
+        if len(batch) > 1:
+            self.batches += 1
+            self.batched_calls += len(batch)
+        return False
 
     def backend_pids(self) -> list[int]:
         """The server processes of the idle connections, one opened if none is (for the
@@ -530,13 +544,8 @@ class _LoopBatcher:
             return
         pgconn = held.conn.pgconn
         try:
-            names = [self.pool._prepare(held, call.sql) for call in batch]
-            pgconn.enter_pipeline_mode()
             try:
-                for call, name in zip(batch, names, strict=True):
-                    pgconn.send_query_prepared(name, call.params)
-                pgconn.pipeline_sync()
-                reader = _PipelineReader(len(batch))
+                reader = self.pool._send(held, batch)
                 while not reader.feed(pgconn):
                     await self._readable(pgconn.socket)
             finally:
@@ -551,19 +560,13 @@ class _LoopBatcher:
             return
         finally:
             self.pool._checkin(held, pgconn.status == _CONNECTION_OK)
-        if reader.failed:
-            if len(batch) == 1:
-                batch[0].error = reader.error or psycopg.OperationalError("no result")
-                return
-            self.pool.batches_retried += 1
-            for call in batch:
-                await self._run([call])
+        if not self.pool._settle(batch, reader):
             return
-        for call, row in zip(batch, reader.rows, strict=True):
-            call.row = row
-        if len(batch) > 1:
-            self.pool.batches += 1
-            self.pool.batched_calls += len(batch)
+        if len(batch) == 1:  # it ran alone: its error is its own
+            batch[0].error = reader.error or psycopg.OperationalError("no result")
+            return
+        for call in batch:
+            await self._run([call])
 
 
 _pools: weakref.WeakKeyDictionary[sa.Engine, CallPool] = weakref.WeakKeyDictionary()
