@@ -367,6 +367,35 @@ def test_retry_with_same_body_replays(
     assert_problem(r, 403, "outlet_not_allowed")
 
 
+def test_a_retry_replays_even_when_a_new_receipt_would_be_refused(
+    client: TestClient,
+    merchant: Merchant,
+    member: str,
+    basket: dict[str, Any],
+    engine: sa.Engine,
+) -> None:
+    """The receipt number is claimed by the receipt's insert, so the work comes first: a
+    retry that the rules would now refuse (the member blocked since) still replays."""
+    first = buy(client, merchant, basket, "R-1")
+    ok(
+        client.post(
+            f"/v1/members/{member}/block",
+            headers=merchant.headers("admin"),
+            json={"reason": "fraud check"},
+        )
+    )
+    before = footprint(engine)
+    assert buy(client, merchant, basket, "R-1") == first
+    r = client.post(
+        "/v1/purchases", headers=merchant.headers("pos"), json={**basket, "receipt_number": "R-2"}
+    )
+    assert_problem(r, 422, "member_blocked")
+    changed = {**basket, "redeem_points": 10, "receipt_number": "R-1"}
+    r = client.post("/v1/purchases", headers=merchant.headers("pos"), json=changed)
+    assert_problem(r, 409, "receipt_number_reused")
+    assert footprint(engine) == before
+
+
 def test_refund_with_same_key_replays(
     client: TestClient, merchant: Merchant, member: str, basket: dict[str, Any], engine: sa.Engine
 ) -> None:

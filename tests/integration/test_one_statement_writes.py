@@ -518,3 +518,33 @@ def test_a_receipt_number_taken_is_still_an_integrity_error(
             .where(receipt_lines.c.receipt_id == twin["id"])
         ).scalar()
     assert count == 0
+
+
+@pytest.mark.parametrize("lines_too", [True, False])
+def test_a_receipt_claims_its_number_by_its_insert(
+    container: Container, merchant: Merchant, lines_too: bool
+) -> None:
+    """``insert_receipt_if_new``: one statement on PostgreSQL; a number taken at the outlet
+    writes nothing (no receipt, no lines) and says so, on both databases."""
+    c = container
+    row, lines = receipt_rows(c, merchant)
+    lines = lines if lines_too else []
+    with c.uow_factory() as uow:
+        conn = uow_conn(uow)
+        conn.execute(sa.select(1))
+        with statements(conn) as sent:
+            assert uow.commerce.insert_receipt_if_new(row, lines) is True
+        one = c.engine.dialect.name == "postgresql" and lines_too
+        assert len(sent) == (1 if one else 1 + bool(lines))
+        uow.commit()
+    twin = {**row, "id": new_id()}
+    twin_lines = [{**line, "receipt_id": twin["id"]} for line in lines]
+    with c.uow_factory() as uow:
+        assert uow.commerce.insert_receipt_if_new(twin, twin_lines) is False
+        uow.commit()
+    with c.engine.connect() as conn:
+        for table, column in ((receipts, receipts.c.id), (receipt_lines, receipt_lines.c.receipt_id)):
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(column == twin["id"])
+            ).scalar()
+            assert count == 0

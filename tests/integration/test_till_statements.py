@@ -1,7 +1,7 @@
-"""The SQL a member's purchase costs beyond the core statements, on both databases: one
-family lookup, the purchase count only for rules that need it, the privileges only for a
-tenant that has a privilege reward (the referral is looked up on every purchase). And, for
-each lookup skipped, that the answer is still right when the mechanic is configured."""
+"""The SQL a member's purchase costs beyond the core statements, on both databases: the
+family and the referral read with the member, the purchase count only for rules that need
+it, the privileges only for a tenant that has a privilege reward. And, for each lookup
+skipped, that the answer is still right when the mechanic is configured."""
 
 from __future__ import annotations
 
@@ -114,7 +114,16 @@ def test_a_plain_confirm_asks_nothing_of_the_mechanics(
     assert counts(seen) == 0  # no rule needs the purchase count
     assert on(seen, "reward_orders") == 0  # the tenant has no privilege reward
     assert on(seen, "rewards") == 0  # ... which is known from the process cache
-    assert on(seen, "referrals") == 1  # one indexed read, every purchase (see referrals.py)
+    assert on(seen, "referrals") == 1  # every purchase (see referrals.py)...
+    # ... in the member's read, with the family: no statement of their own.
+    member_read = [s for s in seen if re.search(r"\bfamily_members\b", s)]
+    assert on(member_read, "referrals") == on(member_read, "members") == 1
+    if c.engine.dialect.name == "postgresql":
+        # The member, the accounts, the lots, the ledger's write, the receipt's write: no
+        # lock or look-up of the receipt number first (its insert claims it), no products
+        # (cached while the catalogue is unchanged).
+        assert len(seen) == 5, seen
+        assert "ON CONFLICT" in seen[-1]
     with statements(c) as seen:
         c.purchases.calculate(m.actor, basket(member))
     assert (on(seen, "family_members"), counts(seen), on(seen, "reward_orders")) == (1, 0, 0)

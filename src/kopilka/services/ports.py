@@ -20,6 +20,9 @@ class UnitOfWork(Protocol):
     ledger: LedgerStore
     commerce: CommerceStore
     cache: Cache
+    # Facts a read brought along for later look-ups in this unit of work (see
+    # SqlDirectoryStore.card_with_member); a write that could change them clears them.
+    prefetched: dict[tuple[Any, ...], Any]
 
     @property
     def dialect(self) -> str: ...

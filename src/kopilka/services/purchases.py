@@ -18,6 +18,7 @@ from kopilka.domain.errors import (
     Conflict,
     ErrorCollector,
     Forbidden,
+    KopilkaError,
     NotFound,
     ValidationFailed,
 )
@@ -142,6 +143,10 @@ class Evaluated:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+class _NumberTaken(Exception):
+    """The outlet already has a receipt with this number (the confirm rolled back)."""
+
+
 class PurchaseService:
     def __init__(
         self,
@@ -173,29 +178,50 @@ class PurchaseService:
         hold_ttl_seconds: int | None = None,
     ) -> dict[str, Any]:
         """Write the receipt, its lines and the ledger at once. Idempotent on outlet +
-        receipt number: the same body replays, another body is refused."""
+        receipt number: the same body replays, another body is refused.
+
+        The number is claimed by the receipt's own insert, last in the transaction (the
+        outlet's numbers are a unique key), not by a lock and a look-up before the work:
+        two statements fewer on every purchase. A twin in flight makes the insert wait for
+        it, then this transaction rolls back and replays the twin's answer; a number
+        already used is found only when the insert, or an error, says so."""
         if not receipt_number or len(receipt_number) > 64:
             raise ValidationFailed(
                 "receipt_number: 1 to 64 characters.", code="invalid_receipt_number"
             )
         digest = request_hash("purchase", {**request.fingerprint(), "hold": hold})
-        with self.uow_factory(write=True) as uow:
-            tenant = load_tenant(uow, actor.tenant_id)
-            outlet = self._outlet(uow, actor, request.outlet)
-            if not uow.claim_key(tenant.id, f"receipt:{outlet['id']}:{receipt_number}"):
+        try:
+            return self._confirm_new(
+                actor, request, receipt_number, digest, hold=hold, hold_ttl_seconds=hold_ttl_seconds
+            )
+        except (_NumberTaken, KopilkaError) as refused:
+            # A retry must replay even if it would be refused now (the card blocked since,
+            # the points spent): a receipt with this number wins over the error.
+            answer = self._replay(actor, request.outlet, receipt_number, digest)
+            if answer is not None:
+                return answer
+            if isinstance(refused, _NumberTaken):  # its twin is gone again: rare, retryable
                 raise Conflict(
                     "This receipt is being processed; retry in a moment.",
                     code="idempotency_in_progress",
-                )
-            existing = uow.commerce.receipt_by_number(tenant.id, outlet["id"], receipt_number)
-            if existing is not None:
-                if existing["request_hash"] != digest:
-                    raise Conflict(
-                        f"Receipt {receipt_number} was already registered at this outlet with "
-                        "other contents.",
-                        code="receipt_number_reused",
-                    )
-                return self._view(uow, existing)
+                ) from None
+            raise
+
+    def _confirm_new(
+        self,
+        actor: Actor,
+        request: ReceiptInput,
+        receipt_number: str,
+        digest: str,
+        *,
+        hold: bool,
+        hold_ttl_seconds: int | None,
+    ) -> dict[str, Any]:
+        """Confirm a receipt whose number is new; ``_NumberTaken`` (nothing written) if
+        the insert finds it taken."""
+        with self.uow_factory(write=True) as uow:
+            tenant = load_tenant(uow, actor.tenant_id)
+            outlet = self._outlet(uow, actor, request.outlet)
             found = self._evaluate(uow, actor, request, lock=True, tenant=tenant, outlet=outlet)
             now = self.clock.now()
             receipt_id = new_id()
@@ -240,9 +266,31 @@ class PurchaseService:
             if not hold:
                 for hook in self._hooks_for(found.member is not None):
                     result.update(hook.on_confirmed(uow, tenant, actor, row, lines, now))
-            uow.commerce.insert_receipt(row, lines)
+            if not uow.commerce.insert_receipt_if_new(row, lines):
+                raise _NumberTaken  # the unit of work rolls back everything above
             uow.commit()
             return {**result, "refunds": []}  # the shape a replay (``_view``) has
+
+    def _replay(
+        self, actor: Actor, outlet_code: str | None, receipt_number: str, digest: str
+    ) -> dict[str, Any] | None:
+        """The stored answer of the outlet's receipt with this number, if there is one
+        (``receipt_number_reused`` if it was registered with another body)."""
+        with self.uow_factory(write=False) as uow:
+            try:
+                outlet = self._outlet(uow, actor, outlet_code)
+            except KopilkaError:
+                return None
+            existing = uow.commerce.receipt_by_number(actor.tenant_id, outlet["id"], receipt_number)
+            if existing is None:
+                return None
+            if existing["request_hash"] != digest:
+                raise Conflict(
+                    f"Receipt {receipt_number} was already registered at this outlet with "
+                    "other contents.",
+                    code="receipt_number_reused",
+                )
+            return self._view(uow, existing)
 
     def confirm_held(self, actor: Actor, receipt_id: uuid.UUID) -> dict[str, Any]:
         """Spend the held points and earn; repeating it replays the answer."""
@@ -738,7 +786,7 @@ class PurchaseService:
                 raise ValidationFailed("Invalid phone number.", code="invalid_phone") from exc
             member = uow.directory.member_by(tenant.id, "phone", phone)
         elif ref.id:
-            member = uow.directory.member(tenant.id, ref.id)
+            member = uow.directory.member_for_till(tenant.id, ref.id)
         if member is None:
             raise NotFound("Member not found.", code="member_not_found")
         if member["status"] != "active":

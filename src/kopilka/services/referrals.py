@@ -21,6 +21,7 @@ from kopilka.adapters.db.mechanics.referrals import (
     merge_codes,
     merge_fingerprints,
     merge_referrals,
+    referral_key,
     referrals_with_awards_of,
 )
 from kopilka.clock import Clock
@@ -455,10 +456,14 @@ class ReferralService:
         """The friend's first purchase paying at least ``min_purchase`` in money rewards
         the referral (trigger ``first_purchase``).
 
-        Looked up on every member's purchase. (Remembering per process the members with no
+        Looked up on every member's purchase, unless the till's member read brought the
+        status along (in this transaction). (Remembering per process the members with no
         live referral saved the look-up, but a merge can hand a live referral to a member
         that another worker process had remembered, and that referral would never be
         rewarded there; the look-up is one indexed read.)"""
+        status = uow.prefetched.get(referral_key(tenant.id, receipt["member_id"]), False)
+        if status is not False and status != "awaiting_purchase":
+            return {}  # the till's member read saw no referral waiting for this purchase
         store = ReferralStore(uow)
         referral = _locked_if(store, tenant.id, receipt["member_id"], ("awaiting_purchase",))
         if referral is None or referral["status"] != "awaiting_purchase":

@@ -229,25 +229,55 @@ class SqlCommerceStore:
 
     def insert_receipt(self, row: Row, lines: list[Row]) -> None:
         """Insert a receipt and its lines: one statement on PostgreSQL (see
-        :func:`_pg_receipt_statement`), two elsewhere."""
-        if self.dialect == "postgresql" and lines:
-            line_keys = tuple(lines[0])
-            if all(tuple(line) == line_keys for line in lines):
-                key = (tuple(row), line_keys)
-                built = _PG_RECEIPT_SQL.get(key)
-                if built is None:
-                    built = _PG_RECEIPT_SQL[key] = _pg_receipt_statement(*key)
-                if built is not False:
-                    sql, encode_row, encode_line = built
-                    params = {
-                        "receipt": _pg_json(encode_row(row)),
-                        "lines": _pg_json([encode_line(line) for line in lines]),
-                    }
-                    self.conn.exec_driver_sql(sql, params)
-                    return
-        self.conn.execute(sa.insert(receipts), row)
+        :func:`_pg_receipt_statement`), two elsewhere. A receipt number taken at the
+        outlet is an ``IntegrityError``."""
+        if not self._insert_in_one(row, lines, if_new=False):
+            self.conn.execute(sa.insert(receipts), row)
+            if lines:
+                self.conn.execute(sa.insert(receipt_lines), lines)
+
+    def insert_receipt_if_new(self, row: Row, lines: list[Row]) -> bool:
+        """Insert a receipt and its lines unless the outlet already has a receipt with its
+        number (committed, or committed by a twin this waits for): False, nothing written.
+        The till's confirm claims its receipt number this way, at the end of its
+        transaction, instead of a lock and a look-up before it."""
+        inserted = self._insert_in_one(row, lines, if_new=True)
+        if inserted is not None:
+            return inserted
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        written = self.conn.execute(
+            dialect_insert(receipts)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "outlet_id", "receipt_number"])
+            .returning(receipts.c.id)
+        ).first()
+        if written is None:
+            return False
         if lines:
             self.conn.execute(sa.insert(receipt_lines), lines)
+        return True
+
+    def _insert_in_one(self, row: Row, lines: list[Row], *, if_new: bool) -> bool | None:
+        """The one-statement insert on PostgreSQL: whether it wrote (False only with
+        ``if_new``, for a number taken); None where it does not apply."""
+        if self.dialect != "postgresql" or not lines:
+            return None
+        line_keys = tuple(lines[0])
+        if any(tuple(line) != line_keys for line in lines):
+            return None
+        key = (tuple(row), line_keys, if_new)
+        built = _PG_RECEIPT_SQL.get(key)
+        if built is None:
+            built = _PG_RECEIPT_SQL[key] = _pg_receipt_statement(*key)
+        if built is False:
+            return None
+        sql, encode_row, encode_line = built
+        params = {
+            "receipt": _pg_json(encode_row(row)),
+            "lines": _pg_json([encode_line(line) for line in lines]),
+        }
+        # Every line is written, or none (the number was taken): a receipt has lines.
+        return bool(self.conn.exec_driver_sql(sql, params).rowcount)
 
     def update_receipt(self, tenant_id: uuid.UUID, receipt_id: uuid.UUID, values: Row) -> None:
         self.conn.execute(
@@ -351,7 +381,7 @@ class SqlCommerceStore:
 # the caller passes, so the rows are the ones ``sa.insert`` would write; the text and the
 # value encoders are cached per pair of key sets (a stable text also lets psycopg prepare it).
 _Encoder = Callable[[Row], Row]
-_PG_RECEIPT_SQL: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+_PG_RECEIPT_SQL: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Any] = {}
 
 
 def _pg_json(value: Any) -> str:
@@ -413,7 +443,7 @@ def _pg_encoder(table: sa.Table, keys: tuple[str, ...]) -> tuple[str, str, str, 
 
 
 def _pg_receipt_statement(
-    row_keys: tuple[str, ...], line_keys: tuple[str, ...]
+    row_keys: tuple[str, ...], line_keys: tuple[str, ...], if_new: bool = False
 ) -> tuple[str, _Encoder, _Encoder] | Literal[False]:
     """The statement and encoders for these key sets; False (use the two statements) when a
     key is not a column, or the tables are not what this was written for."""
@@ -426,11 +456,17 @@ def _pg_receipt_statement(
         l_cols, l_exprs, l_defs, encode_line = _pg_encoder(receipt_lines, line_keys)
     except TypeError:
         return False
+    claim = (
+        " ON CONFLICT (tenant_id, outlet_id, receipt_number) DO NOTHING RETURNING id"
+        if if_new
+        else ""
+    )
+    written = " WHERE EXISTS (SELECT 1 FROM w_receipt)" if if_new else ""
     sql = (
         f"WITH w_receipt AS (INSERT INTO receipts ({r_cols}) SELECT {r_exprs}"  # noqa: S608 - names from our schema
-        f" FROM json_to_record(CAST(%(receipt)s AS json)) AS r({r_defs}))"
+        f" FROM json_to_record(CAST(%(receipt)s AS json)) AS r({r_defs}){claim})"
         f" INSERT INTO receipt_lines ({l_cols}) SELECT {l_exprs}"
         f" FROM ROWS FROM (json_to_recordset(CAST(%(lines)s AS json)) AS ({l_defs}))"
-        f" WITH ORDINALITY AS r({', '.join(line_keys)}, n) ORDER BY r.n"
+        f" WITH ORDINALITY AS r({', '.join(line_keys)}, n){written} ORDER BY r.n"
     )
     return sql, encode_row, encode_line

@@ -9,6 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kopilka.adapters.db.mechanics.families import family_key, family_members
+from kopilka.adapters.db.mechanics.referrals import referral_key, referrals
 from kopilka.adapters.db.tables import (
     api_keys,
     audit_log,
@@ -44,22 +46,60 @@ _OUTLET = sa.select(outlets).where(
 _OUTLET_BY_CODE = sa.select(outlets).where(
     outlets.c.tenant_id == sa.bindparam("t"), outlets.c.code == sa.bindparam("c")
 )
+# The till's member reads bring along what two mechanics would otherwise look up again on
+# every purchase, each by its primary or unique key: the member's active family membership
+# (where the points live) and the referral that brought the member (rewarded on a first
+# purchase). They are kept in the unit of work's ``prefetched`` (see families.pool_of and
+# referrals.known_referral_status).
+_FM = family_members.c
+_REF = referrals.c
+_TILL_EXTRAS = (
+    _FM.family_id.label("x_family_id"),
+    _FM.can_spend.label("x_can_spend"),
+    _REF.status.label("x_referral_status"),
+)
+
+
+def _with_till_extras(joined: Any, member_id: Any) -> Any:
+    return joined.outerjoin(
+        family_members,
+        sa.and_(
+            _FM.tenant_id == members.c.tenant_id,
+            _FM.member_id == member_id,
+            _FM.status == "active",
+        ),
+    ).outerjoin(
+        referrals, sa.and_(_REF.tenant_id == members.c.tenant_id, _REF.referee_id == member_id)
+    )
+
+
 # A card and its member in one statement (the till's card lookup): the card's columns, then
-# the member's, all NULL when the card has no member.
+# the member's, all NULL when the card has no member, then the extras above.
 _CARD_NAMES = tuple(c.name for c in cards.c)
 _MEMBER_NAMES = tuple(c.name for c in members.c)
 _CARD_AND_MEMBER = (
     sa.select(
         *(c.label(f"card_{c.name}") for c in cards.c),
         *(c.label(f"member_{c.name}") for c in members.c),
+        *_TILL_EXTRAS,
     )
     .select_from(
-        cards.outerjoin(
-            members,
-            sa.and_(members.c.tenant_id == cards.c.tenant_id, members.c.id == cards.c.member_id),
+        _with_till_extras(
+            cards.outerjoin(
+                members,
+                sa.and_(
+                    members.c.tenant_id == cards.c.tenant_id, members.c.id == cards.c.member_id
+                ),
+            ),
+            members.c.id,
         )
     )
     .where(cards.c.tenant_id == sa.bindparam("t"), cards.c.number == sa.bindparam("n"))
+)
+_TILL_MEMBER = (
+    sa.select(*members.c, *_TILL_EXTRAS)
+    .select_from(_with_till_extras(members, members.c.id))
+    .where(members.c.tenant_id == sa.bindparam("t"), members.c.id == sa.bindparam("m"))
 )
 _IDEMPOTENCY = sa.select(idempotency_keys).where(
     idempotency_keys.c.tenant_id == sa.bindparam("t"), idempotency_keys.c.key == sa.bindparam("k")
@@ -73,10 +113,16 @@ class SqlDirectoryStore:
     view of the process cache) they are kept for the cache's TTL per tenant, and forgotten
     at once in this process when this store writes one (see ``ttl_cache``)."""
 
-    def __init__(self, conn: sa.Connection, cache: ScopedCache | None = None) -> None:
+    def __init__(
+        self,
+        conn: sa.Connection,
+        cache: ScopedCache | None = None,
+        prefetched: dict[tuple[Any, ...], Any] | None = None,
+    ) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
         self._cache = cache
+        self.prefetched = prefetched
 
     # ---- tenants -----------------------------------------------------------------------
     def insert_tenant(self, row: Row) -> None:
@@ -294,15 +340,46 @@ class SqlDirectoryStore:
 
     def card_with_member(self, tenant_id: uuid.UUID, number: str) -> tuple[Row | None, Row | None]:
         """The card and its member in one statement (no lock): (None, None) without such
-        a card, (card, None) for a card without a member."""
+        a card, (card, None) for a card without a member. The member's family and
+        referral facts are kept in ``prefetched`` (the till's read)."""
         row = self.conn.execute(_CARD_AND_MEMBER, {"t": tenant_id, "n": number}).first()
         if row is None:
             return None, None
         values = tuple(row)
         split = len(_CARD_NAMES)
+        extras = split + len(_MEMBER_NAMES)
         card = dict(zip(_CARD_NAMES, values[:split], strict=True))
-        member = dict(zip(_MEMBER_NAMES, values[split:], strict=True))
-        return card, (member if member["id"] is not None else None)
+        member = dict(zip(_MEMBER_NAMES, values[split:extras], strict=True))
+        if member["id"] is None:
+            return card, None
+        self._prefetch(tenant_id, member["id"], *values[extras:])
+        return card, member
+
+    def member_for_till(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> Row | None:
+        """The member (no lock), with the family and referral facts kept in
+        ``prefetched``, in one statement."""
+        row = self.conn.execute(_TILL_MEMBER, {"t": tenant_id, "m": member_id}).first()
+        if row is None:
+            return None
+        values = tuple(row)
+        split = len(_MEMBER_NAMES)
+        self._prefetch(tenant_id, member_id, *values[split:])
+        return dict(zip(_MEMBER_NAMES, values[:split], strict=True))
+
+    def _prefetch(
+        self,
+        tenant_id: uuid.UUID,
+        member_id: uuid.UUID,
+        family_id: uuid.UUID | None,
+        can_spend: bool | None,
+        referral_status: str | None,
+    ) -> None:
+        if self.prefetched is None:
+            return
+        self.prefetched[family_key(tenant_id, member_id)] = (
+            None if family_id is None else (family_id, bool(can_spend))
+        )
+        self.prefetched[referral_key(tenant_id, member_id)] = referral_status
 
     def existing_card_numbers(self, tenant_id: uuid.UUID, numbers: Sequence[str]) -> set[str]:
         if not numbers:

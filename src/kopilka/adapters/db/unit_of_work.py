@@ -38,7 +38,10 @@ class SqlUnitOfWork:
         # Outlets and products are cached per process; what this unit of work writes stays
         # out of the cache until it ends (see ttl_cache).
         self._scoped = ScopedCache(self._factory.cache)
-        self.directory = SqlDirectoryStore(conn, self._scoped)
+        # Facts a read brought along for later look-ups in this unit of work (the till's
+        # member read: family, referral); a write that could change them clears them.
+        self.prefetched: dict[tuple[Any, ...], Any] = {}
+        self.directory = SqlDirectoryStore(conn, self._scoped, self.prefetched)
         self.ledger = SqlLedgerStore(conn, self._factory.account_cache)
         self.commerce = SqlCommerceStore(conn, self._scoped)
         self.cache = self._factory.cache

@@ -142,12 +142,25 @@ def known_pool(
         _KNOWN.reset(token)
 
 
+def family_key(tenant_id: uuid.UUID, member_id: uuid.UUID) -> tuple[Any, ...]:
+    """The key of a member's family facts in ``UnitOfWork.prefetched``: (family id, can
+    spend), or None for a member in no family."""
+    return ("family", tenant_id, member_id)
+
+
 def pool_of(uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID) -> Pool:
     """Where the member's points live: the family's pool while the member is in one, else
-    the member's own accounts. One primary-key lookup (none inside ``known_pool``)."""
+    the member's own accounts. One primary-key lookup (none inside ``known_pool``, nor
+    after the till's member read brought it along)."""
     known = _KNOWN.get()
     if known is not None and known[0] is uow and known[2] == member_id and known[1] == tenant_id:
         return known[3]
+    prefetched = uow.prefetched.get(family_key(tenant_id, member_id), False)
+    if prefetched is None:
+        return Pool(member_id, True, None)
+    if prefetched is not False:
+        family_id, can_spend = prefetched
+        return Pool(family_id, can_spend, family_id)
     return _lookup(uow, tenant_id, member_id)
 
 
@@ -185,6 +198,8 @@ class FamilyStore:
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
         self.postgres = uow.dialect == "postgresql"
+        # Family writes go through this store: facts read before them may be stale.
+        uow.prefetched.clear()
 
     def _one(self, stmt: Any, lock: bool = False) -> Row | None:
         if lock and self.postgres:

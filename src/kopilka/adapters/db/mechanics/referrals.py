@@ -74,6 +74,12 @@ _OF_REFEREE = sa.select(referrals).where(
 _OF_REFEREE_LOCKED = _OF_REFEREE.with_for_update()
 
 
+def referral_key(tenant_id: uuid.UUID, referee_id: uuid.UUID) -> tuple[Any, ...]:
+    """The key, in ``UnitOfWork.prefetched``, of the status of the referral that brought a
+    member (None: no referral)."""
+    return ("referral", tenant_id, referee_id)
+
+
 class ReferralStore:
     """Reads and writes the referral tables inside a unit of work."""
 
@@ -106,9 +112,11 @@ class ReferralStore:
 
     # ---- referrals ---------------------------------------------------------------------
     def insert(self, row: dict[str, Any]) -> None:
+        self.uow.prefetched.clear()  # a referral's status read before is stale now
         self.uow.execute(sa.insert(referrals).values(**row))
 
     def update(self, tenant_id: uuid.UUID, referral_id: uuid.UUID, values: dict[str, Any]) -> None:
+        self.uow.prefetched.clear()
         self.uow.execute(
             sa.update(referrals)
             .where(_REFS.tenant_id == tenant_id, _REFS.id == referral_id)
