@@ -543,7 +543,10 @@ def test_a_receipt_claims_its_number_by_its_insert(
         assert uow.commerce.insert_receipt_if_new(twin, twin_lines) is False
         uow.commit()
     with c.engine.connect() as conn:
-        for table, column in ((receipts, receipts.c.id), (receipt_lines, receipt_lines.c.receipt_id)):
+        for table, column in (
+            (receipts, receipts.c.id),
+            (receipt_lines, receipt_lines.c.receipt_id),
+        ):
             count = conn.execute(
                 sa.select(sa.func.count()).select_from(table).where(column == twin["id"])
             ).scalar()
