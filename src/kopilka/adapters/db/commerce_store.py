@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -11,6 +10,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from kopilka.adapters.db.driver_sql import driver_rowcount
 from kopilka.adapters.db.tables import (
     coupons,
     products,
@@ -21,7 +21,7 @@ from kopilka.adapters.db.tables import (
     tenants,
 )
 from kopilka.adapters.db.ttl_cache import MISSING, ScopedCache
-from kopilka.adapters.db.types import UtcDateTime
+from kopilka.adapters.db.types import UtcDateTime, compact_json
 
 Row = dict[str, Any]
 
@@ -277,7 +277,7 @@ class SqlCommerceStore:
             "lines": _pg_json([encode_line(line) for line in lines]),
         }
         # Every line is written, or none (the number was taken): a receipt has lines.
-        return bool(self.conn.exec_driver_sql(sql, params).rowcount)
+        return bool(driver_rowcount(self.conn, sql, params))
 
     def update_receipt(self, tenant_id: uuid.UUID, receipt_id: uuid.UUID, values: Row) -> None:
         self.conn.execute(
@@ -385,7 +385,7 @@ _PG_RECEIPT_SQL: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Any] = {}
 
 
 def _pg_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return compact_json(value)
 
 
 def _pg_timestamp(value: datetime | None) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kopilka.adapters.db.driver_sql import DriverStatement, driver_rows
 from kopilka.adapters.db.mechanics.families import family_key, family_members
 from kopilka.adapters.db.mechanics.referrals import referral_key, referrals
 from kopilka.adapters.db.tables import (
@@ -101,6 +102,8 @@ _TILL_MEMBER = (
     .select_from(_with_till_extras(members, members.c.id))
     .where(members.c.tenant_id == sa.bindparam("t"), members.c.id == sa.bindparam("m"))
 )
+_CARD_AND_MEMBER_PG = DriverStatement(_CARD_AND_MEMBER)
+_TILL_MEMBER_PG = DriverStatement(_TILL_MEMBER)
 _IDEMPOTENCY = sa.select(idempotency_keys).where(
     idempotency_keys.c.tenant_id == sa.bindparam("t"), idempotency_keys.c.key == sa.bindparam("k")
 )
@@ -342,7 +345,7 @@ class SqlDirectoryStore:
         """The card and its member in one statement (no lock): (None, None) without such
         a card, (card, None) for a card without a member. The member's family and
         referral facts are kept in ``prefetched`` (the till's read)."""
-        row = self.conn.execute(_CARD_AND_MEMBER, {"t": tenant_id, "n": number}).first()
+        row = self._till_read(_CARD_AND_MEMBER, _CARD_AND_MEMBER_PG, {"t": tenant_id, "n": number})
         if row is None:
             return None, None
         values = tuple(row)
@@ -358,13 +361,22 @@ class SqlDirectoryStore:
     def member_for_till(self, tenant_id: uuid.UUID, member_id: uuid.UUID) -> Row | None:
         """The member (no lock), with the family and referral facts kept in
         ``prefetched``, in one statement."""
-        row = self.conn.execute(_TILL_MEMBER, {"t": tenant_id, "m": member_id}).first()
+        row = self._till_read(_TILL_MEMBER, _TILL_MEMBER_PG, {"t": tenant_id, "m": member_id})
         if row is None:
             return None
         values = tuple(row)
         split = len(_MEMBER_NAMES)
         self._prefetch(tenant_id, member_id, *values[split:])
         return dict(zip(_MEMBER_NAMES, values[:split], strict=True))
+
+    def _till_read(
+        self, statement: Any, on_driver: DriverStatement, params: dict[str, Any]
+    ) -> Any | None:
+        """The first row of a till read: on the driver connection on PostgreSQL."""
+        if self.dialect == "postgresql":
+            rows = driver_rows(self.conn, on_driver, params)
+            return rows[0] if rows else None
+        return self.conn.execute(statement, params).first()
 
     def _prefetch(
         self,

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
+from kopilka.adapters.db.types import compact_json
+
 WRITE_OPTION = "kopilka_write"
 POOL_RECYCLE_SECONDS = 1800
 # Where a SQLite connection keeps the process's write lock while it holds it.
@@ -51,6 +53,7 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> En
         # its request once and is then discarded by the pool (SQLAlchemy invalidates it).
         pool_recycle=POOL_RECYCLE_SECONDS,
         echo=echo,
+        json_serializer=compact_json,
     )
 
 
@@ -60,7 +63,10 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
-        url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+        url,
+        echo=echo,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        json_serializer=compact_json,
     )
 
     @event.listens_for(engine, "connect")

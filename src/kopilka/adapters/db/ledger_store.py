@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from kopilka.adapters.db.driver_sql import DriverStatement, driver_rowcount, driver_rows
 from kopilka.adapters.db.tables import (
     accounts,
     holds,
@@ -20,6 +20,7 @@ from kopilka.adapters.db.tables import (
     lots,
     postings,
 )
+from kopilka.adapters.db.types import compact_json
 from kopilka.domain.ledger.lots import Lot, LotStatus
 from kopilka.domain.ledger.model import MEMBER_ACCOUNT_KINDS, TENANT_ACCOUNT_KINDS, AccountKind
 from kopilka.domain.ledger.plan import AccountState, LedgerPlan
@@ -81,11 +82,13 @@ _LOT_STATUS = {status.value: status for status in LotStatus}
 
 
 def _lots(rows: Any) -> list[Lot]:
-    """Lots from rows of :data:`_LOT_COLUMNS`."""
+    """Lots from rows of :data:`_LOT_COLUMNS` (a result: its ``all()``; or a list)."""
     status_of = _LOT_STATUS
     return [
         Lot(lot_id, amount, remaining, status_of[status], available_at, expires_at)
-        for lot_id, amount, remaining, status, available_at, expires_at in rows.all()
+        for lot_id, amount, remaining, status, available_at, expires_at in (
+            rows if isinstance(rows, list) else rows.all()
+        )
     ]
 
 
@@ -130,6 +133,12 @@ _OPEN_LOTS = sa.select(*_LOT_COLUMNS).where(
         sa.and_(lots.c.status == LotStatus.ACTIVE.value, lots.c.remaining > 0),
     ),
 )
+
+
+# The till's reads run on the driver connection on PostgreSQL (see driver_sql).
+_READ_ACCOUNTS_PG = DriverStatement(_READ_ACCOUNTS)
+_LOCK_ACCOUNTS_PG = DriverStatement(_LOCK_ACCOUNTS)
+_OPEN_LOTS_PG = DriverStatement(_OPEN_LOTS)
 
 
 # ---- PostgreSQL: a plan in one statement --------------------------------------------------
@@ -219,7 +228,7 @@ def _pg_apply_statement(parts: tuple[bool, ...]) -> str:
 
 
 def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+    return compact_json(rows)
 
 
 def _str(value: uuid.UUID | None) -> str | None:
@@ -345,14 +354,17 @@ class SqlLedgerStore:
     ) -> dict[AccountKind, AccountState]:
         """Lock the member's accounts (ascending id, so two lockers never deadlock); with
         ``lock=False`` just read them."""
-        stmt = _LOCK_ACCOUNTS if lock and self._dialect == "postgresql" else _READ_ACCOUNTS
-        rows = self.conn.execute(
-            stmt, {"t": tenant_id, "o": member_owner(member_id), "c": currency}
-        )
-        return {
-            AccountKind(r.kind): AccountState(r.id, AccountKind(r.kind), r.balance, r.allow_debt)
-            for r in rows
-        }
+        params = {"t": tenant_id, "o": member_owner(member_id), "c": currency}
+        rows: Any
+        if self._dialect == "postgresql":
+            rows = driver_rows(self.conn, _LOCK_ACCOUNTS_PG if lock else _READ_ACCOUNTS_PG, params)
+        else:
+            rows = self.conn.execute(_READ_ACCOUNTS, params)
+        found = {}
+        for account_id, kind, balance, allow_debt in rows:
+            kind = AccountKind(kind)
+            found[kind] = AccountState(account_id, kind, balance, allow_debt)
+        return found
 
     def lock_many_member_accounts(
         self, tenant_id: uuid.UUID, member_ids: Sequence[uuid.UUID], currency: str
@@ -393,7 +405,10 @@ class SqlLedgerStore:
     # ---- lots --------------------------------------------------------------------------
     def open_lots(self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str) -> list[Lot]:
         """Pending lots and active lots with points left."""
-        return _lots(self.conn.execute(_OPEN_LOTS, {"t": tenant_id, "m": member_id, "c": currency}))
+        params = {"t": tenant_id, "m": member_id, "c": currency}
+        if self._dialect == "postgresql":
+            return _lots(driver_rows(self.conn, _OPEN_LOTS_PG, params))
+        return _lots(self.conn.execute(_OPEN_LOTS, params).all())
 
     def lots_by_id(self, tenant_id: uuid.UUID, ids: Iterable[uuid.UUID]) -> list[Lot]:
         wanted = list(ids)
@@ -678,7 +693,7 @@ class SqlLedgerStore:
         sql = _PG_APPLY_SQL.get(parts)
         if sql is None:
             sql = _PG_APPLY_SQL[parts] = _pg_apply_statement(parts)
-        self.conn.exec_driver_sql(sql, params).close()
+        driver_rowcount(self.conn, sql, params)
 
     def _apply_statements(
         self, tenant_id: uuid.UUID, plan: LedgerPlan, recorded_at: datetime

@@ -30,6 +30,7 @@ from sqlalchemy import event
 from kopilka.adapters.db.engine import POOL_RECYCLE_SECONDS
 from kopilka.adapters.db.inflight import advisory_key
 from kopilka.adapters.db.ttl_cache import TtlCache
+from kopilka.adapters.db.types import compact_json
 from kopilka.domain.ledger.model import AccountKind
 
 # The function contract this caller speaks (migration 0010's VERSION).
@@ -87,7 +88,7 @@ _CONNECTION_OK = psycopg.pq.ConnStatus.OK
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return compact_json(value)
 
 
 def _text(value: Any) -> bytes:

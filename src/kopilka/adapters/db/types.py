@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic_core import to_json
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
@@ -36,5 +37,14 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
 
 # JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
 Json: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def compact_json(value: Any) -> str:
+    """JSON text without spaces, non-ASCII kept: what ``json.dumps(value, separators=(",",
+    ":"), ensure_ascii=False)`` writes for the plain values stored here, about four times
+    faster (pydantic-core's encoder; every purchase stores its answer and lines as JSON)."""
+    return to_json(value).decode()
+
+
 # A 64-bit identity on PostgreSQL; SQLite's rowid alias must be spelled INTEGER.
 BigIntPk: sa.types.TypeEngine[int] = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
