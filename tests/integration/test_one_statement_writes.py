@@ -31,6 +31,7 @@ from kopilka.domain.ledger.lots import LotStatus
 from kopilka.domain.ledger.model import AccountKind, Posting
 from kopilka.domain.ledger.plan import LedgerPlan, NewTransaction
 from kopilka.ids import new_id
+from kopilka.services.purchases import LineInput, MemberRef, ReceiptInput
 from tests.conftest import Merchant
 
 NOW = datetime(2026, 3, 2, 10, 30, 15, 123456, tzinfo=UTC)
@@ -551,3 +552,68 @@ def test_a_receipt_claims_its_number_by_its_insert(
                 sa.select(sa.func.count()).select_from(table).where(column == twin["id"])
             ).scalar()
             assert count == 0
+
+
+@pytest.mark.postgres_only
+def test_a_purchase_writes_its_lots_and_accounts_through_their_keys(
+    container: Container, merchant: Merchant
+) -> None:
+    """The ledger's one-statement write finds the lots and accounts it changes by primary
+    key, not by reading all of the tenant's: the planner reckons a JSON recordset at 100
+    rows, which made a pass over a tenant's 10,000 lots look cheaper (1.4 ms a purchase)."""
+    c, m = container, merchant
+    c.programs.publish(
+        m.actor,
+        "main",
+        {
+            "type": "bonus",
+            "redemption": {"point_value": 100, "max_percent": 100},
+            "rules": [{"id": "base", "effects": [{"points_percent": 5}]}],
+        },
+    )
+    member = c.members.enroll(m.actor, {}).id
+    c.ledger.accrue(m.actor, member, 500)
+    with c.engine.begin() as conn:  # other members' spent lots, and fresh statistics
+        conn.execute(
+            sa.text(
+                "INSERT INTO lots (id, tenant_id, member_id, currency, amount, remaining, status,"
+                " available_at, source_transaction_id, created_at)"
+                " SELECT gen_random_uuid(), :t, gen_random_uuid(), 'points', 10, 0, 'spent',"
+                " now(), gen_random_uuid(), now() FROM generate_series(1, 20000)"
+            ),
+            {"t": m.tenant_id},
+        )
+        conn.execute(sa.text("ANALYZE lots"))
+        conn.execute(sa.text("ANALYZE accounts"))
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_args: Any) -> None:
+        if statement.startswith("WITH w_accounts"):
+            seen.append((statement, params))
+
+    event.listen(c.engine, "before_cursor_execute", record)
+    try:
+        receipt = ReceiptInput(
+            lines=(LineInput(sku="TEA", qty=Decimal(1), price=100_000),),
+            member=MemberRef(id=member),
+            redeem_points=100,
+            outlet=m.outlet_code,
+        )
+        c.purchases.confirm(m.actor, receipt, "R-KEYS")
+    finally:
+        event.remove(c.engine, "before_cursor_execute", record)
+    [(statement, params)] = seen
+    assert "w_changed_lots" in statement  # the redemption spent from a lot
+    raw = c.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("EXPLAIN " + statement, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    finally:
+        raw.rollback()
+        raw.close()
+    assert "Seq Scan on lots" not in plan, plan
+    assert "Index Cond: (id = ANY" in plan, plan  # pk_lots, by index or bitmap scan
+    # (The accounts' update has the same condition; with the test's handful of accounts
+    # one page is read either way.)
+    assert "AND a.id = ANY(ARRAY(" in statement
