@@ -23,9 +23,9 @@ MESSAGE = "Text must not contain the NUL character (U+0000)."
 async def nul_character_errors(request: Request) -> list[dict[str, Any]]:
     """Field errors for every place a NUL character was sent; empty when there is none."""
     errors: list[dict[str, Any]] = []
-    if "\x00" in request.url.path:
+    if "\x00" in request.scope["path"]:  # the decoded path (request.url builds a URL)
         errors.append({"path": ["path"], "message": MESSAGE, "code": "invalid_character"})
-    for name, value in request.query_params.multi_items():
+    for name, value in request.query_params.multi_items() if request.scope["query_string"] else ():
         if "\x00" in name or "\x00" in value:
             errors.append(
                 {

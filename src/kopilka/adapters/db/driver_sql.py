@@ -19,6 +19,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
 _DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
 # One reusable cursor per driver connection (a connection serves one unit of work at once).
 _CURSORS: weakref.WeakKeyDictionary[psycopg.Connection[Any], psycopg.Cursor[Any]] = (
@@ -40,7 +41,10 @@ def driver_rows(
 ) -> list[tuple[Any, ...]]:
     """The rows of a statement run on the driver connection (PostgreSQL only)."""
     cursor = _execute(conn, statement, params)
-    return cursor.fetchall() if cursor.description is not None else []
+    # Not ``cursor.description``: that builds a column object per column (30 for a card
+    # and its member) only to be thrown away.
+    result = cursor.pgresult
+    return cursor.fetchall() if result is not None and result.status == _TUPLES_OK else []
 
 
 def driver_rowcount(conn: sa.Connection, statement: str, params: Mapping[str, Any]) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, time
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from kopilka.domain.errors import ErrorCollector
@@ -52,7 +53,10 @@ def line_keys(line: Line) -> set[str]:
     return keys
 
 
+@lru_cache(maxsize=4096)
 def category_path(text: str) -> tuple[str, ...]:
+    """``"drinks/coffee/"`` -> ``("drinks", "coffee")``; cached: a till sees the same few
+    categories on every receipt line."""
     return tuple(part.strip() for part in text.strip("/").split("/") if part.strip())
 
 
