@@ -1012,6 +1012,9 @@ def _short(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-2:])})"
 
 
+_BENCH_OF = {"confirm": "b2", "calculate": "b3"}
+
+
 def profile_phase(
     server: Server,
     seed: TenantSeed,
@@ -1019,20 +1022,22 @@ def profile_phase(
     clients: int,
     opts: Options,
     out_dir: Path,
+    kind: str = "confirm",
 ) -> dict[str, Any]:
-    """B2 again while ``py-spy record --gil --nonblocking`` samples every worker: only the
+    """B2 (or B3, ``kind="calculate"``) again while ``py-spy record --gil --nonblocking``
+    samples every worker: only the
     thread holding the GIL is sampled, so the profile is where Python spends CPU (waits on
     PostgreSQL, idle threads and the idle event loop drop out). The server is warmed first
     (FastAPI builds its route state lazily on a worker's first request)."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(exe).exists():
-        return {"figure": "pyspy_b2", "skipped": "py-spy is not installed"}
+        return {"figure": f"pyspy_{_BENCH_OF[kind]}", "skipped": "py-spy is not installed"}
     warm = Options(2, 1.0, 0, opts.databases)
-    http_phase(server, seed, bodies, "confirm", clients, warm, figure="warm-up")
+    http_phase(server, seed, bodies, kind, clients, warm, figure="warm-up")
     seconds = max(3, int(opts.duration))
     spies = []
     for pid in server.worker_pids():
-        raw = out_dir / f"b2-{seed.rules}-{pid}.raw"
+        raw = out_dir / f"{_BENCH_OF[kind]}-{seed.rules}-{pid}.raw"
         cmd = [
             exe,
             "record",
@@ -1057,12 +1062,12 @@ def profile_phase(
         server,
         seed,
         bodies,
-        "confirm",
+        kind,
         clients,
         Options(seconds - 1, 0.2, 0, opts.databases),
-        figure="b2_purchase_tps_profiled",
+        figure=f"{_BENCH_OF[kind]}_tps_profiled",
     )
-    merged = out_dir / f"b2-{seed.rules}-all.raw"
+    merged = out_dir / f"{_BENCH_OF[kind]}-{seed.rules}-all.raw"
     with open(merged, "w") as out:
         for raw, proc in spies:
             try:
@@ -1073,7 +1078,7 @@ def profile_phase(
             if raw.exists():
                 out.write(raw.read_text(errors="replace"))
     return {
-        "figure": "pyspy_b2",
+        "figure": f"pyspy_{_BENCH_OF[kind]}",
         "rules": seed.rules,
         "workers": server.workers,
         "clients": clients,
@@ -1194,7 +1199,8 @@ def run_postgres(args: argparse.Namespace, opts: Options, work: Path) -> dict[st
             emit(rec)
             summary[f"open_loop_{rules}"] = rec
             if args.profile:
-                emit(profile_phase(server, seed, bodies, top2["clients"], opts, work))
+                for kind in args.profile_kinds.split(","):
+                    emit(profile_phase(server, seed, bodies, top2["clients"], opts, work, kind))
 
     if pg_records and b2_best:
         top_c = baseline["clients"] if baseline else clients[0]
@@ -1253,6 +1259,11 @@ def main() -> None:
         "--profile",
         action="store_true",
         help="cProfile in process + py-spy on the workers during B2",
+    )
+    parser.add_argument(
+        "--profile-kinds",
+        default="confirm",
+        help="with --profile: confirm (B2), calculate (B3) or both, e.g. confirm,calculate",
     )
     parser.add_argument("--skip-pgbench", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")

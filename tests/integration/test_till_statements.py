@@ -125,8 +125,15 @@ def test_a_plain_confirm_asks_nothing_of_the_mechanics(
         assert len(seen) == 5, seen
         assert "ON CONFLICT" in seen[-1]
     with statements(c) as seen:
-        c.purchases.calculate(m.actor, basket(member))
+        quote = c.purchases.calculate(m.actor, basket(member))
     assert (on(seen, "family_members"), counts(seen), on(seen, "reward_orders")) == (1, 0, 0)
+    # 500, +100 earned on R-1, -100 spent and +90 earned on R-2: the book read in one go.
+    assert quote["balance"]["available"] == 500 + 100 - 100 + 90
+    if c.engine.dialect.name == "postgresql":
+        # The member (with family and referral), then its accounts and open lots together:
+        # nothing is locked, so one statement's snapshot serves both.
+        assert len(seen) == 2, seen
+        assert on(seen[1:], "accounts") == on(seen[1:], "lots") == 1
     assert_ledger_ok(c)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kopilka.domain.rules.document import CompiledProgram, Rounding, compile_program
+from kopilka.domain.rules.document import CompiledProgram, CompiledRule, Rounding, compile_program
 from kopilka.domain.rules.engine import Evaluation, Redeem, evaluate
 from kopilka.domain.rules.facts import Context, Line, MemberFacts
 from kopilka.domain.rules.money import RoundingMode, line_amount, spread
@@ -345,3 +345,63 @@ def test_earned_points_are_non_negative_and_rounding_is_ordered(
     # line/down ≤ receipt/down ≤ receipt/half_up ≤ receipt/up ≤ line/up
     assert totals == sorted(totals)
     assert totals[-1] - totals[0] <= len(receipt)
+
+
+# ---- the rule index ----------------------------------------------------------------------
+def _every_rule_by_its_keys(program: CompiledProgram, receipt_keys: set[str]) -> list[CompiledRule]:
+    """The evaluator's choice before the index: every rule, skipped by its own keys."""
+    return [r for r in program.rules if r.keys is None or r.keys & receipt_keys]
+
+
+@FAST
+@given(programs(), lines(), st.integers(0, 100_000))
+def test_the_rule_index_changes_no_answer(
+    progs: list[CompiledProgram], receipt: list[Line], balance: int
+) -> None:
+    indexed = run(progs, receipt, balance, redeem="max")
+    original = CompiledProgram.candidates
+    try:
+        CompiledProgram.candidates = _every_rule_by_its_keys  # type: ignore[method-assign,assignment]
+        scanned = run(progs, receipt, balance, redeem="max")
+    finally:
+        CompiledProgram.candidates = original  # type: ignore[method-assign]
+    assert indexed == scanned
+
+
+def test_the_rule_index_keeps_rule_order_and_unkeyed_rules() -> None:
+    program = compile_program(
+        {
+            "type": "bonus",
+            "rules": [
+                {"id": "all", "priority": 1, "effects": [{"points_percent": 1}]},
+                {
+                    "id": "tea",
+                    "priority": 2,
+                    "lines": {"category": "drinks/tea"},
+                    "effects": [{"points_percent": 2}],
+                },
+                {
+                    "id": "sku-a",
+                    "priority": 3,
+                    "lines": {"sku": "A"},
+                    "effects": [{"points_percent": 3}],
+                },
+                {
+                    "id": "a-or-tea",
+                    "priority": 4,
+                    "lines": {"any": [{"sku": "A"}, {"category": "drinks/tea"}]},
+                    "effects": [{"points_percent": 4}],
+                },
+            ],
+        },
+        "p",
+        1,
+    )
+
+    def ids(keys: set[str]) -> list[str]:
+        return [rule.id for rule in program.candidates(keys)]
+
+    assert ids(set()) == ["all"]
+    assert ids({"sku:A"}) == ["all", "sku-a", "a-or-tea"]
+    assert ids({"cat:drinks", "cat:drinks/tea", "sku:B"}) == ["all", "tea", "a-or-tea"]
+    assert ids({"sku:A", "cat:drinks/tea"}) == ["all", "tea", "sku-a", "a-or-tea"]

@@ -891,10 +891,9 @@ class PurchaseService:
                         book.settle()
                         balances[currency] = max(book.wallet.balance, 0)
                     else:
-                        accounts = uow.ledger.lock_member_accounts(
-                            tenant.id, family.holder, currency, lock=False
+                        accounts, lots = uow.ledger.read_member_book(
+                            tenant.id, family.holder, currency
                         )
-                        lots = uow.ledger.open_lots(tenant.id, family.holder, currency)
                         view = balance_view(tenant, member["id"], currency, accounts, lots, now)
                         balances[currency] = view.available
                         if currency == tenant.points_currency:

@@ -135,6 +135,18 @@ _OPEN_LOTS = sa.select(*_LOT_COLUMNS).where(
 )
 
 
+# A member's accounts and open lots in one statement, for reads without a lock (a lot's
+# columns in the account's places: id, status for kind, amount for balance, remaining, -,
+# available_at, expires_at). The conditions are _READ_ACCOUNTS' and _OPEN_LOTS'.
+_MEMBER_BOOK_PG = (
+    "SELECT 'a', id, kind, balance, NULL::bigint, allow_debt, NULL::timestamptz,"
+    " NULL::timestamptz FROM accounts"
+    " WHERE tenant_id = %(t)s AND owner = %(o)s AND currency = %(c)s"
+    " UNION ALL"
+    " SELECT 'l', id, status, amount, remaining, NULL::boolean, available_at, expires_at"
+    " FROM lots WHERE tenant_id = %(t)s AND member_id = %(m)s AND currency = %(c)s"
+    " AND (status = 'pending' OR (status = 'active' AND remaining > 0))"
+)
 # The till's reads run on the driver connection on PostgreSQL (see driver_sql).
 _READ_ACCOUNTS_PG = DriverStatement(_READ_ACCOUNTS)
 _LOCK_ACCOUNTS_PG = DriverStatement(_LOCK_ACCOUNTS)
@@ -413,6 +425,27 @@ class SqlLedgerStore:
             .where(accounts.c.tenant_id == tenant_id, accounts.c.id == account_id)
             .values(allow_debt=allow)
         )
+
+    def read_member_book(
+        self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str
+    ) -> tuple[dict[AccountKind, AccountState], list[Lot]]:
+        """The member's accounts (no lock) and open lots: one statement on PostgreSQL,
+        where no lock is taken, so one snapshot sees both (the till's calculation)."""
+        if self._dialect != "postgresql":
+            return (
+                self.lock_member_accounts(tenant_id, member_id, currency, lock=False),
+                self.open_lots(tenant_id, member_id, currency),
+            )
+        params = {"t": tenant_id, "o": member_owner(member_id), "m": member_id, "c": currency}
+        accounts_found: dict[AccountKind, AccountState] = {}
+        open_rows = []
+        for row in driver_rows(self.conn, _MEMBER_BOOK_PG, params):
+            if row[0] == "a":
+                kind = AccountKind(row[2])
+                accounts_found[kind] = AccountState(row[1], kind, row[3], row[5])
+            else:  # a lot: id, status, amount, remaining, available_at, expires_at
+                open_rows.append((row[1], row[3], row[4], row[2], row[6], row[7]))
+        return accounts_found, _lots(open_rows)
 
     # ---- lots --------------------------------------------------------------------------
     def open_lots(self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str) -> list[Lot]:

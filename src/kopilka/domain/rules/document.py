@@ -156,7 +156,7 @@ class CompiledRule:
     # the till must count the member's purchases to evaluate it; set when compiled.
     needs_purchase_count: bool = False
 
-    @property
+    @cached_property
     def keys(self) -> frozenset[str] | None:
         """Index keys: the rule can only apply to receipts with one of these."""
         if self.when.keys is not None:
@@ -181,6 +181,41 @@ class CompiledProgram:
         """Some rule reads the member's purchase count. Derived from the rules, never
         copied: a program rebuilt with other rules (``replace``) answers for its own."""
         return any(rule.needs_purchase_count for rule in self.rules)
+
+    @cached_property
+    def rule_index(self) -> RuleIndex:
+        """The rules' positions by index key, built once per compiled version (a program
+        rebuilt with other rules builds its own)."""
+        always: list[int] = []
+        by_key: dict[str, list[int]] = {}
+        for position, rule in enumerate(self.rules):
+            keys = rule.keys
+            if keys is None:
+                always.append(position)
+            else:
+                for key in keys:
+                    by_key.setdefault(key, []).append(position)
+        return RuleIndex(tuple(always), {k: tuple(v) for k, v in by_key.items()})
+
+    def candidates(self, receipt_keys: set[str]) -> list[CompiledRule]:
+        """The rules that may apply to a receipt with these index keys, in rule order:
+        a receipt of 10 lines looks at the rules of its SKUs and categories, not all."""
+        index = self.rule_index
+        if len(index.always) == len(self.rules):
+            return list(self.rules)
+        positions = set(index.always)
+        for key in receipt_keys:
+            found = index.by_key.get(key)
+            if found is not None:
+                positions.update(found)
+        rules = self.rules
+        return [rules[p] for p in sorted(positions)]
+
+
+@dataclass(frozen=True)
+class RuleIndex:
+    always: tuple[int, ...]  # rules without index keys: candidates for every receipt
+    by_key: dict[str, tuple[int, ...]]
 
 
 def _names(value: Any, fallback: str) -> dict[str, str]:

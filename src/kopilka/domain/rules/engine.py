@@ -246,10 +246,7 @@ def _choose(
     currency: str,
 ) -> list[tuple[CompiledProgram, CompiledRule, list[int]]]:
     chosen: list[tuple[CompiledProgram, CompiledRule, list[int]]] = []
-    for rule in program.rules:
-        keys = rule.keys
-        if keys is not None and not (keys & receipt_keys):
-            continue  # the index says this receipt cannot match
+    for rule in program.candidates(receipt_keys):  # the index: rules this receipt may match
         if not rule.when.test(ctx, lines):
             if near is not None and rule.when.gap is not None and not (rule.exclusive and chosen):
                 gap = rule.when.gap(ctx, lines)
