@@ -174,10 +174,12 @@ class ConditionCompiler:
             if not texts or not all(category_path(t) for t in texts):
                 self._err(here, f"'{key}' takes category paths like 'drinks/coffee'.")
                 return (lambda _line: False), None
-            paths = [category_path(t) for t in texts]
-            return (lambda line: any(line.in_category(p) for p in paths)), frozenset(
-                "cat:" + "/".join(p) for p in paths
-            )
+            paths = frozenset(category_path(t) for t in texts)
+            keys = frozenset("cat:" + "/".join(p) for p in paths)
+            if len(paths) == 1:
+                (path,) = paths
+                return (lambda line: path in line.category_prefixes), keys
+            return (lambda line: not paths.isdisjoint(line.category_prefixes)), keys
         if key in ("brand", "brand_in", "tag", "tag_in"):
             names = (
                 [value] if key in ("brand", "tag") and isinstance(value, str) else _str_list(value)

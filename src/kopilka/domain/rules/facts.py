@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 
@@ -28,6 +29,13 @@ class Line:
 
     def in_category(self, path: tuple[str, ...]) -> bool:
         return self.category[: len(path)] == path
+
+    @cached_property
+    def category_prefixes(self) -> frozenset[tuple[str, ...]]:
+        """The line's category and every category above it: one set look-up answers
+        "is it in category X?" for every rule that asks (``category`` is not changed
+        after the line is made)."""
+        return frozenset(self.category[:depth] for depth in range(1, len(self.category) + 1))
 
 
 @dataclass(frozen=True)
