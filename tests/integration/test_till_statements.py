@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -134,7 +135,31 @@ def test_a_plain_confirm_asks_nothing_of_the_mechanics(
         # nothing is locked, so one statement's snapshot serves both.
         assert len(seen) == 2, seen
         assert on(seen[1:], "accounts") == on(seen[1:], "lots") == 1
+        # ... and no transaction around them (no BEGIN and COMMIT round trips), while a
+        # confirm's statements share one.
+        assert in_transaction(c, lambda: c.purchases.calculate(m.actor, basket(member))) == [
+            False,
+            False,
+        ]
+        assert set(in_transaction(c, lambda: buy(c, m, member, "R-3"))[1:]) == {True}
     assert_ledger_ok(c)
+
+
+def in_transaction(c: Container, work: Any) -> list[bool]:
+    """For each statement ``work`` sends (PostgreSQL): whether a transaction was open
+    before it ran (psycopg sends BEGIN with a transaction's first statement)."""
+    open_before: list[bool] = []
+
+    def record(_conn: Any, cursor: Any, *_args: Any) -> None:
+        status = cursor.connection.info.transaction_status
+        open_before.append(status != psycopg.pq.TransactionStatus.IDLE)
+
+    event.listen(c.engine, "before_cursor_execute", record)
+    try:
+        work()
+    finally:
+        event.remove(c.engine, "before_cursor_execute", record)
+    return open_before
 
 
 # ---- families: one lookup, and the pool still pays ---------------------------------------

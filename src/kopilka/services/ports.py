@@ -47,6 +47,9 @@ class UnitOfWorkFactory(Protocol):
     # The process's TTL cache, also lent to each unit of work (``UnitOfWork.cache``).
     cache: Cache
 
-    def __call__(self, *, write: bool = True) -> UnitOfWork: ...
+    def __call__(self, *, write: bool = True, autocommit: bool = False) -> UnitOfWork:
+        """A unit of work; ``autocommit`` (read-only, no locks taken) runs each statement
+        on its own where that saves round trips (PostgreSQL: no BEGIN and COMMIT)."""
+        ...
 
     def ledger_functions(self) -> LedgerFunctions | None: ...

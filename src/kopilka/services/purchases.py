@@ -162,8 +162,9 @@ class PurchaseService:
 
     # ---- calculate ---------------------------------------------------------------------
     def calculate(self, actor: Actor, request: ReceiptInput) -> dict[str, Any]:
-        """What the till would get if it confirmed now; writes nothing."""
-        with self.uow_factory(write=False) as uow:
+        """What the till would get if it confirmed now; writes nothing (and locks
+        nothing: its reads need no transaction)."""
+        with self.uow_factory(write=False, autocommit=True) as uow:
             found = self._evaluate(uow, actor, request, lock=False)
             return _response(found, receipt=None)
 

@@ -21,9 +21,12 @@ from kopilka.adapters.db.ttl_cache import ScopedCache, TtlCache
 class SqlUnitOfWork:
     """Opened by ``with``; rolls back unless :meth:`commit` was called."""
 
-    def __init__(self, factory: SqlUnitOfWorkFactory, *, write: bool) -> None:
+    def __init__(
+        self, factory: SqlUnitOfWorkFactory, *, write: bool, autocommit: bool = False
+    ) -> None:
         self._factory = factory
         self._write = write
+        self._autocommit = autocommit and not write
         self._conn: sa.Connection | None = None
         self._inflight: list[tuple[uuid.UUID, str]] = []
         self.committed = False
@@ -32,6 +35,10 @@ class SqlUnitOfWork:
         conn = self._factory.engine.connect()
         if self._write:
             conn = conn.execution_options(**{WRITE_OPTION: True})
+        elif self._autocommit and conn.dialect.name == "postgresql":
+            # No BEGIN and COMMIT round trips: under READ COMMITTED each statement sees its
+            # own snapshot inside a transaction too, so reads without locks answer the same.
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         # No explicit begin: the first statement opens the transaction, so a SQLite twin
         # request is told "in progress" before it queues for the write lock.
         self._conn = conn
@@ -112,8 +119,8 @@ class SqlUnitOfWorkFactory:
         # The ledger's PostgreSQL functions: None until checked, False when absent.
         self._ledger_functions: PgLedgerFunctions | Literal[False] | None = None
 
-    def __call__(self, *, write: bool = True) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self, write=write)
+    def __call__(self, *, write: bool = True, autocommit: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self, write=write, autocommit=autocommit)
 
     def ledger_functions(self) -> PgLedgerFunctions | None:
         """The ledger's one-call PostgreSQL functions (the ledger's fast path, outside any
