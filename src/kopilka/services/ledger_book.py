@@ -303,7 +303,8 @@ class MemberBook:
         """Give back ``amount`` points an origin took, to the lots they came from.
 
         The latest-expiring lots are refilled first (the customer keeps points longest);
-        a lot that has expired or closed meanwhile is replaced by a new lot with the same
+        a lot that has expired or closed meanwhile, or that is another profile's (a receipt
+        of a profile since merged into this one), is replaced by a new lot with the same
         dates, as the finance team expects the original expiry to hold.
         """
         destination = destination or self.wallet.id
@@ -311,6 +312,8 @@ class MemberBook:
         self.plan.add_transaction(txn, [Posting(source, -amount), Posting(destination, amount)])
         net = self.uow.ledger.net_taken_by_origin(self.tenant.id, origin_id)
         self.ensure_lots([lot_id for lot_id, _ in net])
+        open_lots = [i for i, _ in net if self.plan.lot(i).status is LotStatus.ACTIVE]
+        owners = self.uow.ledger.lot_members(self.tenant.id, open_lots)
         left = amount
         debt = max(0, -balance_before) if destination == self.wallet.id else 0
         for lot_id, taken in reversed(net):
@@ -322,12 +325,13 @@ class MemberBook:
             debt -= paid
             keep = give - paid
             lot = self.plan.lot(lot_id)
-            if lot.status is LotStatus.ACTIVE:
+            if lot.status is LotStatus.ACTIVE and owners.get(lot_id) == self.member_id:
                 self.plan.change_lot(lot_id, give, txn_id=txn.id, origin_id=origin_id)
                 if paid:
                     self.plan.change_lot(lot_id, -paid, txn_id=txn.id, origin_id=txn.id)
             else:
-                # Expired or closed meanwhile: the points go to a new lot with the same dates.
+                # Expired, closed or another profile's: the points go to a new lot of this
+                # book's member with the same dates.
                 # Record the hand-back under the origin (and the move on to the new lot), so a
                 # later refund of the same origin does not count these points as still taken.
                 self.plan.movements.append(Movement(txn.id, lot_id, give, origin_id))

@@ -488,6 +488,19 @@ class SqlLedgerStore:
         )
         return [(r.lot_id, -int(r.net)) for r in rows if int(r.net) < 0]
 
+    def lot_members(
+        self, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, uuid.UUID]:
+        """Whose accounts each lot belongs to (lots of a profile merged away stay its own)."""
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            sa.select(lots.c.id, lots.c.member_id).where(
+                lots.c.tenant_id == tenant_id, lots.c.id.in_(list(ids))
+            )
+        )
+        return {r.id: r.member_id for r in rows}
+
     # ---- transactions ------------------------------------------------------------------
     def get_transaction(self, tenant_id: uuid.UUID, txn_id: uuid.UUID) -> TransactionRow | None:
         row = self.conn.execute(
