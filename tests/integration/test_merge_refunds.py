@@ -1,7 +1,8 @@
-"""Refunds of a receipt bought on a profile that was merged since, on both databases: the
-points spent come back to the surviving profile (on new lots with the old dates, never
-into the merged profile's lots), the points earned are taken back from it, and the ledger
-stays whole. Before, both landed on the merged profile's emptied accounts."""
+"""Refunds of a receipt bought on a profile that was merged since (and the ledger API's
+reversals of its entries), on both databases: the points spent come back to the surviving
+profile (on new lots with the old dates, never into the merged profile's lots), the points
+earned are taken back from it, and the ledger stays whole. Before, both landed on the
+merged profile's emptied accounts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 
 from kopilka.adapters.db.tables import lots
 from kopilka.bootstrap import Container
+from kopilka.services.ledger import ShortfallPolicy
 from kopilka.services.purchases import LineInput, MemberRef, ReceiptInput
 from kopilka.services.verify import verify_ledger
 from tests.conftest import Merchant
@@ -105,4 +107,24 @@ def test_a_cancel_after_a_merge_reaches_the_survivor(
     c.purchases.cancel(m.actor, uuid.UUID(bought["receipt"]["id"]))
     assert available(c, m, survivor) == 300
     assert available(c, m, duplicate) == 0
+    assert_ledger_ok(c)
+
+
+def test_the_ledger_apis_reversals_after_a_merge_reach_the_survivor(
+    container: Container, merchant: Merchant
+) -> None:
+    """``POST /v1/transactions/{id}/reverse`` of the duplicate's entries, after the merge."""
+    c, m = container, merchant
+    survivor = c.members.enroll(m.actor, {}).id
+    duplicate = c.members.enroll(m.actor, {}).id
+    earned = c.ledger.accrue(m.actor, duplicate, 300).transactions[0].id
+    spent = c.ledger.redeem(m.actor, duplicate, 300).transactions[0].id  # the lot spent whole
+    c.ledger.accrue(m.actor, duplicate, 40)
+    c.members.merge(m.actor, survivor, duplicate)
+    assert available(c, m, survivor) == 40
+    c.ledger.reverse(m.actor, spent, 100)
+    assert (available(c, m, survivor), available(c, m, duplicate)) == (140, 0)
+    c.ledger.reverse(m.actor, earned, 120, on_shortfall=ShortfallPolicy.CAP)
+    assert (available(c, m, survivor), available(c, m, duplicate)) == (20, 0)
+    assert lots_of(c, duplicate) == []
     assert_ledger_ok(c)

@@ -62,7 +62,7 @@ from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
 from kopilka.services.ledger import balance_view, lapsed_hold_points
 from kopilka.services.ledger_book import MemberBook
-from kopilka.services.members import MAX_MERGE_HOPS
+from kopilka.services.members import current_profile
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.views import BalanceView, View
@@ -202,18 +202,6 @@ def spend_not_allowed() -> BusinessRuleViolation:
     )
 
 
-def current_profile(uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID) -> uuid.UUID:
-    """The member, or the profile it was merged into (at the end of a chain of merges)."""
-    found = member_id
-    row = uow.directory.member(tenant_id, member_id)
-    for _ in range(MAX_MERGE_HOPS):
-        if row is None or row["status"] != "merged" or row["merged_into_id"] is None:
-            break
-        found = row["merged_into_id"]
-        row = uow.directory.member(tenant_id, found)
-    return found
-
-
 def refund_holder(uow: UnitOfWork, receipt: dict[str, Any], original: Any) -> uuid.UUID:
     """Whom to open the book for when a receipt's ledger entry is given back: the receipt's
     member while their points still live where the entry was booked (their name stays on
@@ -223,7 +211,8 @@ def refund_holder(uow: UnitOfWork, receipt: dict[str, Any], original: Any) -> uu
     tenant_id = receipt["tenant_id"]
     if booked is None or booked == person:
         # A profile merged since: its points live with the profile it was merged into.
-        return current_profile(uow, tenant_id, person)
+        survivor = current_profile(uow, tenant_id, person)
+        return survivor["id"] if survivor is not None else person
     if wallet_holder(uow, tenant_id, person) == wallet_holder(uow, tenant_id, booked):
         return person
     return booked

@@ -33,6 +33,7 @@ from kopilka.services.ledger_ops import (
     release_hold,
     reverse_credit,
 )
+from kopilka.services.members import current_profile
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.views import (
     BalanceView,
@@ -631,9 +632,10 @@ class LedgerService:
                     "A gift card transaction is undone through the gift card API.",
                     code="not_reversible",
                 )
-            book = MemberBook(
-                uow, tenant, original.member_id, actor, now, currency=original.currency
-            )
+            # A profile merged since: its points live with the profile it was merged into.
+            survivor = current_profile(uow, tenant.id, original.member_id)
+            holder = survivor["id"] if survivor is not None else original.member_id
+            book = MemberBook(uow, tenant, holder, actor, now, currency=original.currency)
             book.settle()
             done = sum(
                 t.amount
