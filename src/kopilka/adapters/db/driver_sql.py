@@ -61,7 +61,7 @@ def _execute(
     else:
         sql = statement
     if not conn.in_transaction():
-        conn.begin()  # psycopg sends BEGIN with the statement; SQLAlchemy will COMMIT it
+        conn.begin()  # psycopg sends BEGIN just before the statement; SQLAlchemy ends it
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     cursor = _CURSORS.get(driver)
     if cursor is None or cursor.closed:
