@@ -41,6 +41,19 @@ def lots_of(c: Container, member: uuid.UUID) -> list[tuple[int, str]]:
         return [(r.remaining, r.status) for r in rows]
 
 
+def buy(
+    c: Container, m: Merchant, member: uuid.UUID, *, qty: int, redeem: int, number: str
+) -> dict[str, Any]:
+    """TVs at 1,000 ₽, part paid with points."""
+    receipt = ReceiptInput(
+        lines=(LineInput(sku="TV", qty=Decimal(qty), price=100_000),),
+        member=MemberRef(id=member),
+        redeem_points=redeem,
+        outlet=m.outlet_code,
+    )
+    return c.purchases.confirm(m.actor, receipt, number)
+
+
 def assert_ledger_ok(c: Container) -> None:
     report = verify_ledger(c.uow_factory)
     assert report.ok, {k: v for k, v in report.checks.items() if v}
@@ -53,16 +66,7 @@ def test_refunds_after_a_merge_reach_the_survivor(container: Container, merchant
     duplicate = c.members.enroll(m.actor, {}).id
     c.ledger.accrue(m.actor, survivor, 50)
     c.ledger.accrue(m.actor, duplicate, 200)  # one lot, spent whole by the purchase
-    bought = c.purchases.confirm(
-        m.actor,
-        ReceiptInput(
-            lines=(LineInput(sku="TV", qty=Decimal(2), price=100_000),),
-            member=MemberRef(id=duplicate),
-            redeem_points=200,
-            outlet=m.outlet_code,
-        ),
-        "D-1",
-    )
+    bought = buy(c, m, duplicate, qty=2, redeem=200, number="D-1")
     # 2,000 ₽ less 200 ₽ paid with points: 10 % of 1,800 ₽ earned.
     assert (bought["totals"]["points_redeemed"], bought["totals"]["points_earned"]) == (200, 180)
     c.members.merge(m.actor, survivor, duplicate)
@@ -92,16 +96,7 @@ def test_a_cancel_after_a_merge_reaches_the_survivor(
     survivor = c.members.enroll(m.actor, {}).id
     duplicate = c.members.enroll(m.actor, {}).id
     c.ledger.accrue(m.actor, duplicate, 300)  # a lot the purchase spends in part
-    bought = c.purchases.confirm(
-        m.actor,
-        ReceiptInput(
-            lines=(LineInput(sku="TV", qty=Decimal(1), price=100_000),),
-            member=MemberRef(id=duplicate),
-            redeem_points=100,
-            outlet=m.outlet_code,
-        ),
-        "D-2",
-    )
+    bought = buy(c, m, duplicate, qty=1, redeem=100, number="D-2")
     c.members.merge(m.actor, survivor, duplicate)  # closes the lot's last 200 points
     assert available(c, m, survivor) == 300 - 100 + 90
     c.purchases.cancel(m.actor, uuid.UUID(bought["receipt"]["id"]))

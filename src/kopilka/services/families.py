@@ -62,7 +62,7 @@ from kopilka.services.context import Actor, Tenant, load_tenant
 from kopilka.services.idempotency import remember, replay_or_claim, request_hash
 from kopilka.services.ledger import balance_view, lapsed_hold_points
 from kopilka.services.ledger_book import MemberBook
-from kopilka.services.members import current_profile
+from kopilka.services.members import points_holder_profile
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.programs import ProgramService
 from kopilka.services.views import BalanceView, View
@@ -211,8 +211,7 @@ def refund_holder(uow: UnitOfWork, receipt: dict[str, Any], original: Any) -> uu
     tenant_id = receipt["tenant_id"]
     if booked is None or booked == person:
         # A profile merged since: its points live with the profile it was merged into.
-        survivor = current_profile(uow, tenant_id, person)
-        return survivor["id"] if survivor is not None else person
+        return points_holder_profile(uow, tenant_id, person)
     if wallet_holder(uow, tenant_id, person) == wallet_holder(uow, tenant_id, booked):
         return person
     return booked

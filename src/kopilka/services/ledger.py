@@ -33,7 +33,7 @@ from kopilka.services.ledger_ops import (
     release_hold,
     reverse_credit,
 )
-from kopilka.services.members import current_profile
+from kopilka.services.members import points_holder_profile
 from kopilka.services.ports import UnitOfWork, UnitOfWorkFactory
 from kopilka.services.views import (
     BalanceView,
@@ -633,8 +633,7 @@ class LedgerService:
                     code="not_reversible",
                 )
             # A profile merged since: its points live with the profile it was merged into.
-            survivor = current_profile(uow, tenant.id, original.member_id)
-            holder = survivor["id"] if survivor is not None else original.member_id
+            holder = points_holder_profile(uow, tenant.id, original.member_id)
             book = MemberBook(uow, tenant, holder, actor, now, currency=original.currency)
             book.settle()
             done = sum(
@@ -822,8 +821,8 @@ def lapsed_hold_points(
     for hold in uow.ledger.lapsed_holds(tenant_id, member_id, currency, now):
         unheld += hold.amount
         net = uow.ledger.net_taken_by_origin(tenant_id, hold.hold_transaction_id)
-        found = {lot.id: lot for lot in uow.ledger.lots_by_id(tenant_id, [i for i, _ in net])}
-        for lot_id, amount in net:
+        found = {lot.id: lot for lot in uow.ledger.lots_by_id(tenant_id, [t.lot_id for t in net])}
+        for lot_id, amount, _member in net:
             lot = found.get(lot_id)
             if lot is not None and (lot.expires_at is None or lot.expires_at > now):
                 back += amount

@@ -311,12 +311,10 @@ class MemberBook:
         balance_before = self.wallet.balance
         self.plan.add_transaction(txn, [Posting(source, -amount), Posting(destination, amount)])
         net = self.uow.ledger.net_taken_by_origin(self.tenant.id, origin_id)
-        self.ensure_lots([lot_id for lot_id, _ in net])
-        open_lots = [i for i, _ in net if self.plan.lot(i).status is LotStatus.ACTIVE]
-        owners = self.uow.ledger.lot_members(self.tenant.id, open_lots)
+        self.ensure_lots([taken.lot_id for taken in net])
         left = amount
         debt = max(0, -balance_before) if destination == self.wallet.id else 0
-        for lot_id, taken in reversed(net):
+        for lot_id, taken, owner in reversed(net):
             if left == 0:
                 break
             give = min(taken, left)
@@ -325,7 +323,7 @@ class MemberBook:
             debt -= paid
             keep = give - paid
             lot = self.plan.lot(lot_id)
-            if lot.status is LotStatus.ACTIVE and owners.get(lot_id) == self.member_id:
+            if lot.status is LotStatus.ACTIVE and owner == self.member_id:
                 self.plan.change_lot(lot_id, give, txn_id=txn.id, origin_id=origin_id)
                 if paid:
                     self.plan.change_lot(lot_id, -paid, txn_id=txn.id, origin_id=txn.id)

@@ -231,6 +231,13 @@ def current_profile(
     return last[0] if last else None
 
 
+def points_holder_profile(uow: UnitOfWork, tenant_id: uuid.UUID, member_id: uuid.UUID) -> uuid.UUID:
+    """Whose points a member's are now: the member, or the profile it was merged into
+    (the member's id as given when there is no such profile)."""
+    survivor = current_profile(uow, tenant_id, member_id)
+    return survivor["id"] if survivor is not None else member_id
+
+
 def audit_merge(
     uow: UnitOfWork,
     tenant: Tenant,

@@ -50,8 +50,8 @@ _OUTLET_BY_CODE = sa.select(outlets).where(
 # The till's member reads bring along what two mechanics would otherwise look up again on
 # every purchase, each by its primary or unique key: the member's active family membership
 # (where the points live) and the referral that brought the member (rewarded on a first
-# purchase). They are kept in the unit of work's ``prefetched`` (see families.pool_of and
-# referrals.known_referral_status).
+# purchase). They are kept in the unit of work's ``prefetched`` (read by families.pool_of
+# and ReferralService.confirmed).
 _FM = family_members.c
 _REF = referrals.c
 _TILL_EXTRAS = (

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -81,14 +81,20 @@ _LOT_COLUMNS = (
 _LOT_STATUS = {status.value: status for status in LotStatus}
 
 
-def _lots(rows: Any) -> list[Lot]:
-    """Lots from rows of :data:`_LOT_COLUMNS` (a result: its ``all()``; or a list)."""
+class TakenLot(NamedTuple):
+    """Points an origin (a spend, a hold) took from one lot and still holds."""
+
+    lot_id: uuid.UUID
+    amount: int
+    member_id: uuid.UUID  # whose lot it is
+
+
+def _lots(rows: Iterable[Sequence[Any]]) -> list[Lot]:
+    """Lots from rows of :data:`_LOT_COLUMNS`."""
     status_of = _LOT_STATUS
     return [
         Lot(lot_id, amount, remaining, status_of[status], available_at, expires_at)
-        for lot_id, amount, remaining, status, available_at, expires_at in (
-            rows if isinstance(rows, list) else rows.all()
-        )
+        for lot_id, amount, remaining, status, available_at, expires_at in rows
     ]
 
 
@@ -164,10 +170,8 @@ _OPEN_LOTS_PG = DriverStatement(_OPEN_LOTS)
 # The updates are scoped by tenant too (the plan's ids are the tenant's own rows, so the rows
 # are the same) and get the ids sorted, as the executemany did: the planner walks them in
 # that order against the primary key (checked with EXPLAIN, also at 200k lots), so rows are
-# locked in ascending id order.
-
-
-# The changed accounts and lots are also named by ``id = ANY(ARRAY(...their ids...))``:
+# locked in ascending id order. The changed accounts and lots are also named by
+# ``id = ANY(ARRAY(...their ids...))``:
 # the planner reckons a JSON recordset at 100 rows whatever it holds, and joined to a table
 # of a few thousand to tens of thousands of rows (a tenant's lots) that cost more as index
 # probes than as one pass over the table, so every purchase read all of a tenant's lots
@@ -472,34 +476,22 @@ class SqlLedgerStore:
         )
         return _lots(rows)
 
-    def net_taken_by_origin(
-        self, tenant_id: uuid.UUID, origin_id: uuid.UUID
-    ) -> list[tuple[uuid.UUID, int]]:
-        """Per lot, points an origin took and still holds, in the order it took them."""
+    def net_taken_by_origin(self, tenant_id: uuid.UUID, origin_id: uuid.UUID) -> list[TakenLot]:
+        """Per lot, points an origin took and still holds, in the order it took them, with
+        the lot's member (a lot of a profile merged away stays that profile's)."""
         rows = self.conn.execute(
             sa.select(
                 lot_movements.c.lot_id,
+                lots.c.member_id,
                 sa.func.sum(lot_movements.c.amount).label("net"),
                 sa.func.min(lot_movements.c.id).label("first"),
             )
+            .join(lots, lots.c.id == lot_movements.c.lot_id)
             .where(lot_movements.c.tenant_id == tenant_id, lot_movements.c.origin_id == origin_id)
-            .group_by(lot_movements.c.lot_id)
+            .group_by(lot_movements.c.lot_id, lots.c.member_id)
             .order_by(sa.text("first"))
         )
-        return [(r.lot_id, -int(r.net)) for r in rows if int(r.net) < 0]
-
-    def lot_members(
-        self, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, uuid.UUID]:
-        """Whose accounts each lot belongs to (lots of a profile merged away stay its own)."""
-        if not ids:
-            return {}
-        rows = self.conn.execute(
-            sa.select(lots.c.id, lots.c.member_id).where(
-                lots.c.tenant_id == tenant_id, lots.c.id.in_(list(ids))
-            )
-        )
-        return {r.id: r.member_id for r in rows}
+        return [TakenLot(r.lot_id, -int(r.net), r.member_id) for r in rows if int(r.net) < 0]
 
     # ---- transactions ------------------------------------------------------------------
     def get_transaction(self, tenant_id: uuid.UUID, txn_id: uuid.UUID) -> TransactionRow | None:
