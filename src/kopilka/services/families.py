@@ -629,6 +629,7 @@ class FamilyService:
                 lots_table.c.tenant_id == tenant.id,
                 lots_table.c.member_id == member_id,
                 lots_table.c.currency == currency,
+                lots_table.c.is_open == sa.false(),  # through the member index
                 lots_table.c.status == LotStatus.ACTIVE.value,
                 lots_table.c.remaining == 0,
             )

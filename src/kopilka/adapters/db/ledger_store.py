@@ -134,10 +134,7 @@ _OPEN_LOTS = sa.select(*_LOT_COLUMNS).where(
     lots.c.tenant_id == sa.bindparam("t"),
     lots.c.member_id == sa.bindparam("m"),
     lots.c.currency == sa.bindparam("c"),
-    sa.or_(
-        lots.c.status == LotStatus.PENDING.value,
-        sa.and_(lots.c.status == LotStatus.ACTIVE.value, lots.c.remaining > 0),
-    ),
+    lots.c.is_open == sa.true(),  # pending, or active with points left
 )
 
 
@@ -151,7 +148,7 @@ _MEMBER_BOOK_PG = (
     " UNION ALL"
     " SELECT 'l', id, status, amount, remaining, NULL::boolean, available_at, expires_at"
     " FROM lots WHERE tenant_id = %(t)s AND member_id = %(m)s AND currency = %(c)s"
-    " AND (status = 'pending' OR (status = 'active' AND remaining > 0))"
+    " AND is_open"
 )
 # The till's reads run on the driver connection on PostgreSQL (see driver_sql).
 _READ_ACCOUNTS_PG = DriverStatement(_READ_ACCOUNTS)
@@ -614,11 +611,7 @@ class SqlLedgerStore:
     ) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
         due = sa.or_(
             sa.and_(lots.c.status == LotStatus.PENDING.value, lots.c.available_at <= now),
-            sa.and_(
-                lots.c.status.in_([LotStatus.PENDING.value, LotStatus.ACTIVE.value]),
-                lots.c.expires_at <= now,
-                lots.c.remaining > 0,
-            ),
+            sa.and_(lots.c.is_open == sa.true(), lots.c.expires_at <= now, lots.c.remaining > 0),
         )
         stmt = sa.select(lots.c.tenant_id, lots.c.member_id, lots.c.currency).where(due)
         if tenant_id is not None:

@@ -209,6 +209,8 @@ postings = sa.Table(
     sa.Index(None, "account_id", "id"),
 )
 
+OPEN_LOT = "status = 'pending' OR (status = 'active' AND remaining > 0)"
+
 lots = sa.Table(
     "lots",
     metadata,
@@ -223,9 +225,14 @@ lots = sa.Table(
     sa.Column("expires_at", UtcDateTime),
     sa.Column("source_transaction_id", sa.Uuid, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Index(None, "member_id", "currency", "status"),
+    # Pending, or active with points left (a lot spent to 0 stays active: a refund refills
+    # it). Generated, so the indexes below skip spent lots while an update that only moves
+    # ``remaining`` stays a HOT update on PostgreSQL (migration 0023).
+    sa.Column("is_open", sa.Boolean, sa.Computed(OPEN_LOT, persisted=True), nullable=False),
+    sa.Index(None, "member_id", "currency", "is_open"),
     sa.Index(None, "status", "available_at"),
-    sa.Index(None, "status", "expires_at"),
+    sa.Index(None, "is_open", "expires_at"),
+    sa.Index(None, "source_transaction_id"),  # a reversal finds its accrual's lots
     sa.CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_in_range"),
 )
 
