@@ -26,7 +26,7 @@ def test_stored_answers_are_compressed_with_lz4_where_the_server_has_it(engine: 
         has_lz4 = conn.exec_driver_sql(
             "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
         ).scalar()
-        methods = dict(
+        methods: dict[str, str] = dict(
             conn.exec_driver_sql(
                 "SELECT attrelid::regclass::text || '.' || attname, attcompression"
                 " FROM pg_attribute"

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import sqlalchemy as sa
@@ -106,7 +106,9 @@ def whole_table_reads(plan: str) -> list[str]:
     return found
 
 
-def receipt(member: uuid.UUID, outlet: str, redeem: int | str | None = None) -> ReceiptInput:
+def receipt(
+    member: uuid.UUID, outlet: str, redeem: int | Literal["max"] | None = None
+) -> ReceiptInput:
     return ReceiptInput(
         lines=(
             LineInput(sku="TEA", qty=Decimal(2), price=50_000),
