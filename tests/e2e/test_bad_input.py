@@ -7,10 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kopilka.api.strict_json import StrictJsonRoute
 from tests.conftest import Merchant
 from tests.e2e.helpers import (
     Pair,
@@ -49,12 +51,39 @@ def _url(operation: str, w: World | None = None) -> str:
 
 
 # ---- unparsable bodies ---------------------------------------------------------------------
+# What Python's json module would take but JSON (and the database) cannot hold: NaN and the
+# infinities, a number beyond a double's range, nesting past the parser's recursion limit,
+# an integer of more digits than Python converts.
+NOT_JSON = (
+    b'{"points": NaN}',
+    b'{"attributes": {"x": Infinity}}',
+    b'{"attributes": {"x": -Infinity}}',
+    b'{"attributes": {"x": 1e400}}',
+    b"[" * 50_000 + b"]" * 50_000,
+    b'{"points": ' + b"9" * 5_000 + b"}",
+)
+
+
+def test_every_route_parses_its_body_as_strict_json(client: TestClient) -> None:
+    """The routers' route class (kopilka.api.strict_json) is on every route with a body."""
+    routes: list[APIRoute] = []
+    pending = list(client.app.routes)  # type: ignore[attr-defined]
+    while pending:
+        route = pending.pop()
+        if isinstance(route, APIRoute):
+            routes.append(route)
+        elif hasattr(route, "original_router"):  # an included router (FastAPI 0.16x)
+            pending.extend(route.original_router.routes)
+    assert len(routes) > 50
+    assert [r.path for r in routes if r.body_field and not isinstance(r, StrictJsonRoute)] == []
+
+
 @pytest.mark.parametrize("operation", WITH_BODY)
 def test_malformed_json_is_400_everywhere(pair: Pair, operation: str) -> None:
     route, client, merchant = ROUTES[operation], pair.client, pair.a.merchant
     before = writes(pair.engine)
     h = merchant.headers(**{"Content-Type": "application/json"})
-    for raw in (b'{"points": ', b"{'single': 'quotes'}", b"\xff\xfe{}", b""):
+    for raw in (b'{"points": ', b"{'single': 'quotes'}", b"\xff\xfe{}", *NOT_JSON, b""):
         r = client.request(route.method, sample_url(route), headers=h, content=raw)
         if raw:
             assert_problem(r, 400, "malformed_json")

@@ -16,10 +16,11 @@ from kopilka.api.schemas import (
     TenantOut,
     TenantPatch,
 )
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor, Role
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["admin"])
 
 
 @router.get("/v1/tenant", response_model=TenantOut, operation_id="getTenant")

@@ -13,12 +13,13 @@ from kopilka.api.auth import ADMIN, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import Strict
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.domain.campaigns.definition import CODE_PATTERN, CampaignCreate, CampaignPatch
 from kopilka.services.campaigns import MAX_LISTED_MEMBERS, MAX_PREVIEW_DAYS
 from kopilka.services.context import Actor
 
-router = APIRouter(tags=["campaigns"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["campaigns"])
 
 CampaignCode = Annotated[
     str, Path(min_length=1, max_length=64, pattern=CODE_PATTERN, description="The campaign's code")

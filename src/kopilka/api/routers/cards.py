@@ -8,11 +8,12 @@ from pydantic import BaseModel
 from kopilka.api.auth import ADMIN, ANY_ROLE, TILL, container
 from kopilka.api.deps import IdempotencyKey
 from kopilka.api.schemas import CardBatchCreate, CardBind, CardReplace
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor
 from kopilka.services.members import BatchView, CardView, MemberView, QrTokenView
 
-router = APIRouter(tags=["cards"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["cards"])
 
 
 class LookupResult(BaseModel):

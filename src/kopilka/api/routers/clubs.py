@@ -14,6 +14,7 @@ from pydantic import Field, StringConstraints
 from kopilka.api.auth import ADMIN, ANY_ROLE, TILL, container
 from kopilka.api.deps import IdempotencyKey
 from kopilka.api.schemas import Moment, Strict
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.domain.clubs.settings import MAX_FEE
 from kopilka.services.clubs import (
@@ -25,7 +26,7 @@ from kopilka.services.clubs import (
 )
 from kopilka.services.context import Actor
 
-router = APIRouter(tags=["clubs"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["clubs"])
 
 ClubCode = Annotated[str, Path(min_length=1, max_length=64, description="The club's code")]
 Text64 = Annotated[str, StringConstraints(min_length=1, max_length=64)]

@@ -13,12 +13,13 @@ from pydantic import BaseModel
 from kopilka.api.auth import ADMIN, ANY_ROLE, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.domain.coupons.terms import BatchInput, PersonalCouponInput, PromoCodeInput
 from kopilka.services.context import Actor
 from kopilka.services.coupons import MAX_IMAGES, BatchView, CouponView
 
-router = APIRouter(tags=["coupons"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["coupons"])
 
 CodeParam = str  # checked by the service: a malformed code is a 422 with its path
 

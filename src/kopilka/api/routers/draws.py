@@ -16,13 +16,14 @@ from pydantic import BaseModel
 from kopilka.api.auth import ADMIN, ANY_ROLE, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.domain.draws.definition import DrawDefinition
 from kopilka.domain.draws.fairness import Publication
 from kopilka.services.context import Actor
 from kopilka.services.draws import DrawView, MemberDrawView
 
-router = APIRouter(tags=["draws"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["draws"])
 
 DrawCode = Annotated[str, Path(min_length=1, max_length=64, description="The draw's code")]
 StatusFilter = Literal["draft", "open", "frozen", "drawn"]

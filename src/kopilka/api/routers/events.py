@@ -12,11 +12,12 @@ from kopilka.api.auth import ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import Moment, Strict
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor
 from kopilka.services.member_events import MemberEventView
 
-router = APIRouter(prefix="/v1/members", tags=["events"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/v1/members", tags=["events"])
 
 EventName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 

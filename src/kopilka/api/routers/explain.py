@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 
 from kopilka.api.auth import ANY_ROLE, container
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor
 
-router = APIRouter(tags=["members"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["members"])
 
 
 @router.get("/v1/members/{member_id}/explain", operation_id="explainPurchase")

@@ -12,6 +12,7 @@ from kopilka.api.auth import ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import Points, Strict
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor
 from kopilka.services.families import (
@@ -23,7 +24,7 @@ from kopilka.services.families import (
     TransferView,
 )
 
-router = APIRouter(tags=["families"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["families"])
 FAMILY = "/v1/members/{member_id}/family"
 
 

@@ -14,6 +14,7 @@ from kopilka.api.auth import ADMIN, TILL, container
 from kopilka.api.deps import IdempotencyKey
 from kopilka.api.problems import problem
 from kopilka.api.schemas import Moment, ShortText, Strict
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.domain.giftcards.logic import RateLimited
 from kopilka.domain.giftcards.settings import MAX_AMOUNT, GiftCardPolicy
@@ -27,7 +28,7 @@ from kopilka.services.giftcards import (
     SaleInput,
 )
 
-router = APIRouter(tags=["gift cards"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["gift cards"])
 
 # Checked by the service (check digit, 12 to 19 digits), so a wrong one is counted as an
 # attempt and answered with the card-specific code.

@@ -18,12 +18,13 @@ from kopilka.api.schemas import (
     RedemptionCreate,
     ReversalCreate,
 )
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor
 from kopilka.services.ledger import ShortfallPolicy
 from kopilka.services.views import BalanceView, HoldView, OperationResult, TransactionView
 
-router = APIRouter(tags=["ledger"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["ledger"])
 
 
 class LedgerPage(BaseModel):

@@ -12,11 +12,12 @@ from kopilka.api.auth import ADMIN, ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import BlockRequest, MemberCreate, MemberPatch, MergeRequest
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor
 from kopilka.services.members import CardView, MemberView
 
-router = APIRouter(prefix="/v1/members", tags=["members"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/v1/members", tags=["members"])
 
 
 class MemberPage(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import yaml
@@ -13,13 +12,14 @@ from kopilka.api.auth import ADMIN, ANY_ROLE, container
 from kopilka.api.deps import DEFAULT_LIMIT, Limit
 from kopilka.api.problems import MalformedBody
 from kopilka.api.schemas import Moment
+from kopilka.api.strict_json import StrictJsonRoute, strict_loads
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import FieldError, ValidationFailed
 from kopilka.services.catalog import ProductInput
 from kopilka.services.context import Actor
 from kopilka.services.programs import ProgramVersionView
 
-router = APIRouter(tags=["programs"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["programs"])
 MAX_DOCUMENT_BYTES = 1_000_000
 
 
@@ -88,8 +88,8 @@ async def _document_body(request: Request) -> Any:
     try:
         if is_yaml:
             return yaml.safe_load(raw.decode("utf-8"))
-        return json.loads(raw)
-    except (ValueError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        return strict_loads(raw)
+    except (ValueError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         # 400 like any other unparsable body (422 is for parsed but invalid fields).
         raise MalformedBody(
             "The body is not valid YAML." if is_yaml else "The request body is not valid JSON.",

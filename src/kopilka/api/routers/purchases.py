@@ -25,12 +25,13 @@ from kopilka.api.auth import ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import Moment
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import ValidationFailed
 from kopilka.services.context import Actor
 from kopilka.services.purchases import GiftCardUse, LineInput, MemberRef, ReceiptInput
 
-router = APIRouter(tags=["purchases"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["purchases"])
 Qty = Annotated[Decimal, Field(gt=0, le=1_000_000, max_digits=10, decimal_places=3)]
 
 

@@ -11,11 +11,12 @@ from pydantic import BaseModel
 from kopilka.api.auth import ANY_ROLE, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor
 from kopilka.services.referrals import ReferralSummaryView, ReferralView
 
-router = APIRouter(tags=["referrals"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["referrals"])
 
 ReferralStatus = Literal[
     "awaiting_purchase", "pending", "rewarded", "voided", "blocked", "capped", "inactive"

@@ -13,6 +13,7 @@ from kopilka.api.auth import ADMIN, ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import Strict
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.domain.rewards.definition import MAX_QUANTITY, RewardDefinition, RewardPatch
 from kopilka.services.context import Actor
@@ -27,7 +28,7 @@ from kopilka.services.rewards import (
     StockInput,
 )
 
-router = APIRouter(tags=["rewards"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["rewards"])
 
 LocationCode = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY, strict=True)]

@@ -12,12 +12,13 @@ from kopilka.api.auth import ADMIN, ANY_ROLE, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import Strict
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.domain.stamps.settings import CARD_ID_PATTERN
 from kopilka.services.context import Actor
 from kopilka.services.stamps import MAX_ADJUSTMENT
 
-router = APIRouter(tags=["stamps"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["stamps"])
 
 CardId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=CARD_ID_PATTERN)]
 

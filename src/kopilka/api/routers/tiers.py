@@ -13,11 +13,14 @@ from kopilka.api.auth import ADMIN, ANY_ROLE, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import Strict
+from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.services.context import Actor
 from kopilka.services.tiers import TierHistoryItem, TierStatusView
 
-router = APIRouter(prefix="/v1/members/{member_id}/tier", tags=["tiers"])
+router = APIRouter(
+    route_class=StrictJsonRoute, prefix="/v1/members/{member_id}/tier", tags=["tiers"]
+)
 
 ProgramCode = Annotated[
     str | None,
