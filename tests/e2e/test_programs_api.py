@@ -3,6 +3,7 @@ scheduled versions, two programs at once, rules by catalogue category, tenant is
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -504,3 +505,62 @@ def test_document_limits(client: TestClient, merchant: Merchant, engine: sa.Engi
         client, merchant, [{"sku": "S1999", "qty": 1, "price": 100}], member={"id": member}
     )
     assert result["totals"]["points_earned"] == 1
+
+
+def _nested_not(depth: int) -> dict[str, Any]:
+    condition: dict[str, Any] = {"sku": "TEA"}
+    for _ in range(depth):
+        condition = {"not": condition}
+    return condition
+
+
+def test_documents_json_cannot_hold_are_refused_by_validate_and_publish_alike(
+    client: TestClient, merchant: Merchant, engine: sa.Engine
+) -> None:
+    """Deep nesting, lone surrogates and non-finite numbers (YAML's ``.nan``): validate lists
+    them with their paths, publish refuses them (422) and writes nothing; none answers 500."""
+    deep = {"type": "bonus", "rules": [{"id": "r", "when": _nested_not(900), "effects": []}]}
+    surrogate = {**BONUS, "name": "\ud800"}
+    cases: list[tuple[bytes, str, str, list[Any]]] = [
+        (json.dumps({"document": deep}).encode(), "application/json", "too_deep", []),
+        (
+            json.dumps({"document": surrogate}).encode(),
+            "application/json",
+            "string_unicode",
+            ["name"],
+        ),
+        (
+            b"document:\n  type: bonus\n  name: .nan\n  rules: []\n",
+            "application/yaml",
+            "not_finite",
+            ["name"],
+        ),
+    ]
+    for body, kind, code, path in cases:
+        h = merchant.headers(**{"Content-Type": kind})
+        report = ok(client.post("/v1/programs/odd/validate", headers=h, content=body))
+        assert report["valid"] is False
+        assert code in [e["code"] for e in report["errors"]], report
+        if path:
+            assert path in [e["path"] for e in report["errors"]], report
+        problem = assert_problem(client.put("/v1/programs/odd", headers=h, content=body), 422)
+        assert code in [e["code"] for e in problem["errors"]], problem
+    # Deeper than the JSON parser goes: malformed, not a 500.
+    very_deep = (
+        '{"document": {"rules": [{"when": ' + '{"not": ' * 5_000 + "{}" + "}" * 5_000 + "}]}}"
+    )
+    r = client.put(
+        "/v1/programs/odd",
+        headers=merchant.headers(**{"Content-Type": "application/json"}),
+        content=very_deep.encode(),
+    )
+    assert_problem(r, 400, "malformed_json")
+    r = client.put(
+        "/v1/programs/odd",
+        headers=merchant.headers(**{"Content-Type": "application/yaml"}),
+        content=yaml.safe_dump({"document": {"name": "x"}})
+        .encode()
+        .replace(b"x", b"[" * 5_000 + b"]" * 5_000),
+    )
+    assert_problem(r, 400, "malformed_document")
+    assert count(engine, "programs") == 0

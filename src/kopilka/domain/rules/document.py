@@ -3,6 +3,7 @@ and compiled once per version into rules ready for evaluation."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from kopilka.domain.rules.money import RoundingMode
 from kopilka.domain.stamps.settings import StampCardSettings
 from kopilka.domain.tiers.settings import TierSettings
 
+# Conditions nest (all / any / not); real programs use a handful of levels.
+MAX_DEPTH = 64
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DISCOUNT_EFFECTS = frozenset(
     {"discount_percent", "discount_amount", "fixed_price", "cheapest_free", "buy_n_get_free"}
@@ -436,11 +439,38 @@ def compile_program(document: Any, code: str, version: int) -> CompiledProgram:
     return program
 
 
+def _check_values(document: Any, errors: ErrorCollector) -> None:
+    """What JSON and the database cannot hold, found without recursion: nesting deeper than
+    MAX_DEPTH (the compiler recurses into conditions), strings with lone surrogates (not
+    UTF-8), and NaN or infinite numbers (YAML spells them ``.nan`` and ``.inf``)."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), document)]
+    while stack:
+        path, value = stack.pop()
+        if len(path) > MAX_DEPTH:
+            errors.add(path, f"The document nests deeper than {MAX_DEPTH} levels.", "too_deep")
+            continue
+        if isinstance(value, dict):
+            stack.extend(((*path, str(k)), v) for k, v in value.items())
+            stack.extend(((*path, str(k)), k) for k in value if isinstance(k, str))
+        elif isinstance(value, list):
+            stack.extend(((*path, n), v) for n, v in enumerate(value))
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                errors.add(path, "The text is not valid Unicode.", "string_unicode")
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors.add(path, "The number is not finite.", "not_finite")
+
+
 def _compile(
     document: Any, code: str, version: int, errors: ErrorCollector
 ) -> CompiledProgram | None:
     if not isinstance(document, dict):
         errors.add((), "A program document is a JSON object.", "invalid_document")
+        return None
+    _check_values(document, errors)
+    if errors.errors:
         return None
     try:
         settings = ProgramSettings.model_validate(document)
