@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kopilka.api.middleware import MAX_BODY_BYTES
 from kopilka.api.strict_json import StrictJsonRoute
 from tests.conftest import Merchant
 from tests.e2e.helpers import (
@@ -62,6 +63,21 @@ NOT_JSON = (
     b"[" * 50_000 + b"]" * 50_000,
     b'{"points": ' + b"9" * 5_000 + b"}",
 )
+
+
+@pytest.mark.parametrize("operation", ["enrollMember", "upsertProducts", "calculatePurchase"])
+def test_a_body_over_16_mb_is_413_and_writes_nothing(pair: Pair, operation: str) -> None:
+    route, client, merchant = ROUTES[operation], pair.client, pair.a.merchant
+    before = writes(pair.engine)
+    huge = b'{"name": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}'
+    r = client.request(
+        route.method,
+        sample_url(route),
+        headers=merchant.headers(**{"Content-Type": "application/json"}),
+        content=huge,
+    )
+    assert_problem(r, 413, "body_too_large")
+    assert writes(pair.engine) == before
 
 
 def test_every_route_parses_its_body_as_strict_json(client: TestClient) -> None:

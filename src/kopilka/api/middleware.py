@@ -18,12 +18,15 @@ from kopilka.api.problems import internal_error, problem
 log = structlog.get_logger("kopilka.http")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The largest bodies are bulk upserts (10,000 products) and card batches.
+MAX_BODY_BYTES = 16 * 2**20
 
 
 class RequestContextMiddleware:
     """Gives every request an id (the caller's ``X-Request-Id`` when it is safe), puts it in
     the logs and on every response, reports the server-side duration as ``Server-Timing``,
-    refuses NUL characters, and turns an unexpected error into a problem+json 500."""
+    refuses NUL characters and bodies over MAX_BODY_BYTES (413), and turns an unexpected
+    error into a problem+json 500."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -87,6 +90,16 @@ class RequestContextMiddleware:
                     return None
                 body += message.get("body", b"")
                 more = message.get("more_body", False)
+                if len(body) > MAX_BODY_BYTES:  # refused before more of it is read
+                    response = problem(
+                        Request(scope),
+                        413,
+                        "body_too_large",
+                        "Body too large",
+                        f"The request body is larger than {MAX_BODY_BYTES // 2**20} MB.",
+                    )
+                    await response(scope, _no_body, send)
+                    return None
         sent = False
 
         async def replay() -> Message:
