@@ -163,7 +163,7 @@ def test_versions_are_immutable_and_republishing_is_idempotent(
     # Every version stays as it was published.
     v1 = ok(client.get("/v1/programs/bonus", params={"version": 1}, headers=merchant.headers()))
     assert v1["document"] == BONUS
-    assert v1 == first
+    assert v1 == {**first, "in_force": False}  # v3, published later, is in force now
     v2 = ok(client.get("/v1/programs/bonus", params={"version": 2}, headers=merchant.headers()))
     assert v2["document"] == changed
     latest = ok(client.get("/v1/programs/bonus", headers=merchant.headers()))
@@ -323,6 +323,42 @@ def test_receipt_uses_version_in_force_at_its_time(
     # Listing shows both versions with their windows.
     listed = ok(client.get("/v1/programs", headers=merchant.headers()))
     assert [(p["version"], p["ends_at"] is None) for p in listed] == [(1, True), (2, False)]
+
+
+def test_the_version_in_force_is_marked_and_can_be_asked_for(
+    client: TestClient, merchant: Merchant, clock: FakeClock
+) -> None:
+    """The latest version may be scheduled for later: ``in_force`` tells which one the till
+    uses now, and ``?in_force=true`` fetches it."""
+    h = merchant.headers("readonly")
+    later = clock.now() + timedelta(days=10)
+    assert publish(client, merchant, "bonus", BONUS)["in_force"] is True
+    ten = {**BONUS, "rules": [{"id": "base", "effects": [{"points_percent": 10}]}]}
+    v2 = publish(client, merchant, "bonus", ten, starts_at=later, ends_at=later + timedelta(days=5))
+    assert v2["in_force"] is False
+
+    def versions() -> list[tuple[int, bool]]:
+        listed = ok(client.get("/v1/programs", headers=h))
+        return [(p["version"], p["in_force"]) for p in listed]
+
+    latest = ok(client.get("/v1/programs/bonus", headers=h))
+    assert (latest["version"], latest["in_force"]) == (2, False)
+    live = ok(client.get("/v1/programs/bonus?in_force=true", headers=h))
+    assert (live["version"], live["in_force"]) == (1, True)
+    assert live["document"]["rules"][0]["effects"] == [{"points_percent": 5}]
+    assert versions() == [(1, True), (2, False)]
+    clock.advance(days=10)
+    assert versions() == [(1, False), (2, True)]
+    assert ok(client.get("/v1/programs/bonus?version=1", headers=h))["in_force"] is False
+    clock.advance(days=5)
+    assert versions() == [(1, True), (2, False)]
+    # A program whose only version is over: nothing in force.
+    publish(client, merchant, "promo", CARD, ends_at=clock.now() + timedelta(days=1))
+    clock.advance(days=1)
+    r = client.get("/v1/programs/promo?in_force=true", headers=h)
+    assert_problem(r, 404, "program_not_in_force")
+    assert ok(client.get("/v1/programs/promo", headers=h))["in_force"] is False
+    assert_problem(client.get("/v1/programs/nothing?in_force=true", headers=h), 404)
 
 
 def test_schedule_edges(client: TestClient, merchant: Merchant, clock: FakeClock) -> None:

@@ -8,6 +8,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +34,19 @@ class ProgramVersionView(View):
     published_at: datetime
     digest: str
     actor: str
+    # The version the till uses now: the highest version whose window contains this moment.
+    in_force: bool = False
     document: dict[str, Any] | None = None
+
+
+def versions_in_force(rows: Iterable[dict[str, Any]], at: datetime) -> dict[str, int]:
+    """Per program code, the version in force at ``at``: the highest whose window has it."""
+    best: dict[str, int] = {}
+    for row in rows:
+        in_window = row["starts_at"] <= at and (row["ends_at"] is None or at < row["ends_at"])
+        if in_window and row["version"] > best.get(row["code"], 0):
+            best[row["code"]] = row["version"]
+    return best
 
 
 def digest_of(document: dict[str, Any]) -> str:
@@ -82,7 +95,8 @@ class ProgramService:
                 and latest["ends_at"] == ends_at
                 and (starts_at is None or latest["starts_at"] == starts_at)
             ):
-                return _view(latest, with_document=True)
+                live = versions_in_force(uow.commerce.program_versions(actor.tenant_id, code), now)
+                return _view(latest, live, with_document=True)
             row = {
                 "id": new_id(),
                 "tenant_id": actor.tenant_id,
@@ -105,12 +119,27 @@ class ProgramService:
                 {"version": row["version"], "digest": digest},
                 now,
             )
+            live = versions_in_force(uow.commerce.program_versions(actor.tenant_id, code), now)
             uow.commit()
         self.cache.pop(("directory", actor.tenant_id), None)
-        return _view(row, with_document=True)
+        return _view(row, live, with_document=True)
 
-    def get(self, actor: Actor, code: str, version: int | None = None) -> ProgramVersionView:
+    def get(
+        self, actor: Actor, code: str, version: int | None = None, *, in_force: bool = False
+    ) -> ProgramVersionView:
+        """A version by number, the one in force now (``in_force``), or the latest published
+        (which may be scheduled for later, or over)."""
         with self.uow_factory(write=False) as uow:
+            live = versions_in_force(
+                uow.commerce.program_versions(actor.tenant_id, code), self.clock.now()
+            )
+            if in_force and version is None:
+                if code not in live:
+                    raise NotFound(
+                        "No version of this program is in force now.",
+                        code="program_not_in_force",
+                    )
+                version = live[code]
             row = (
                 uow.commerce.program_version(actor.tenant_id, code, version)
                 if version
@@ -118,14 +147,15 @@ class ProgramService:
             )
         if row is None:
             raise NotFound("Program not found.", code="program_not_found")
-        return _view(row, with_document=True)
+        return _view(row, live, with_document=True)
 
     def versions(self, actor: Actor, code: str | None = None) -> list[ProgramVersionView]:
         with self.uow_factory(write=False) as uow:
             rows = uow.commerce.program_versions(actor.tenant_id, code)
         if code is not None and not rows:
             raise NotFound("Program not found.", code="program_not_found")
-        return [_view(r) for r in rows]
+        live = versions_in_force(rows, self.clock.now())
+        return [_view(r, live) for r in rows]
 
     # ---- for evaluation ----------------------------------------------------------------
     def in_force(
@@ -139,16 +169,9 @@ class ProgramService:
             rows = uow.commerce.program_versions(tenant_id)
             cached = (time.monotonic() + DIRECTORY_TTL_SECONDS, rows)
             self.cache[key] = cached
-        best: dict[str, dict[str, Any]] = {}
-        for row in cached[1]:
-            if only is not None and row["code"] != only:
-                continue
-            in_window = row["starts_at"] <= at and (row["ends_at"] is None or at < row["ends_at"])
-            if in_window and (
-                row["code"] not in best or row["version"] > best[row["code"]]["version"]
-            ):
-                best[row["code"]] = row
-        return [self.compiled(uow, tenant_id, code, best[code]["version"]) for code in sorted(best)]
+        rows = cached[1] if only is None else [r for r in cached[1] if r["code"] == only]
+        best = versions_in_force(rows, at)
+        return [self.compiled(uow, tenant_id, code, best[code]) for code in sorted(best)]
 
     def compiled(
         self, uow: UnitOfWork, tenant_id: uuid.UUID, code: str, version: int
@@ -165,7 +188,9 @@ class ProgramService:
         return program
 
 
-def _view(row: dict[str, Any], with_document: bool = False) -> ProgramVersionView:
+def _view(
+    row: dict[str, Any], live: dict[str, int], with_document: bool = False
+) -> ProgramVersionView:
     return ProgramVersionView(
         code=row["code"],
         version=row["version"],
@@ -174,5 +199,6 @@ def _view(row: dict[str, Any], with_document: bool = False) -> ProgramVersionVie
         published_at=row["published_at"],
         digest=row["digest"],
         actor=row["actor"],
+        in_force=live.get(row["code"]) == row["version"],
         document=row.get("document") if with_document else None,
     )

@@ -169,10 +169,14 @@ def list_programs(
 def get_program(
     code: str,
     version: int | None = Query(default=None, ge=1, le=1_000_000),
+    in_force: bool = Query(default=False, description="the version the till uses now"),
     actor: Actor = Depends(ANY_ROLE),
     c: Container = Depends(container),
 ) -> ProgramVersionView:
-    return c.programs.get(actor, code, version)
+    """A version by number, the one in force now (``in_force=true``; 404
+    ``program_not_in_force`` when none is), or else the latest published, which may be
+    scheduled for later or over (``in_force`` in the answer tells)."""
+    return c.programs.get(actor, code, version, in_force=in_force)
 
 
 @router.put("/v1/products", response_model=UpsertResult, operation_id="upsertProducts")
