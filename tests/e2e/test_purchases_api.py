@@ -13,8 +13,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from kopilka.adapters.db.tables import ledger_transactions
+from kopilka.adapters.db.tables import ledger_transactions, receipts, refunds
+from kopilka.api.routers.purchases import PurchaseIn
 from kopilka.bootstrap import Container
+from kopilka.services.idempotency import request_hash
 from kopilka.services.verify import verify_ledger
 from kopilka.testing import FakeClock
 from tests.conftest import Merchant
@@ -426,6 +428,65 @@ def test_refund_with_same_key_replays(
         "refund_key_required",
     )
     assert len(ok(client.get(f"/v1/purchases/{rid}", headers=merchant.headers()))["refunds"]) == 2
+
+
+def test_a_retry_spelled_differently_replays(
+    client: TestClient, merchant: Merchant, member: str, basket: dict[str, Any], engine: sa.Engine
+) -> None:
+    """The natural key compares values, not their spelling: a quantity of 2, 2.0 or "2.000",
+    and the outlet implied by the till key or named in the body (or by an admin key)."""
+    first = buy(client, merchant, basket, "R-1")
+    before = footprint(engine)
+    for spelled in (
+        {**basket, "lines": [{**LATTE, "qty": 2.0}, CIG]},
+        {**basket, "lines": [{**LATTE, "qty": "2.000"}, {**CIG, "qty": "1.0"}]},
+        {**basket, "outlet": merchant.outlet_code},
+    ):
+        assert buy(client, merchant, spelled, "R-1") == first
+    assert buy(client, merchant, basket, "R-1", role="admin", outlet=merchant.outlet_code) == first
+    assert footprint(engine) == before
+    r = client.post(
+        "/v1/purchases",
+        headers=merchant.headers("pos"),
+        json={**basket, "lines": [{**LATTE, "qty": "2.001"}, CIG], "receipt_number": "R-1"},
+    )
+    assert_problem(r, 409, "receipt_number_reused")
+    # Refunds too: 1 and "1.000" are one quantity under one key.
+    rid = first["receipt"]["id"]
+    refunded = refund(client, merchant, rid, "rf-1", [{"line": 0, "qty": 1}])
+    assert refund(client, merchant, rid, "rf-1", [{"line": 0, "qty": "1.000"}]) == refunded
+
+
+def test_receipts_and_refunds_stored_with_the_old_digest_still_replay(
+    client: TestClient, merchant: Merchant, member: str, basket: dict[str, Any], engine: sa.Engine
+) -> None:
+    """Digests stored before they were canonical (the quantity as spelled, the outlet as
+    named) are still accepted, so a till's retry across the upgrade replays."""
+    body = {**basket, "lines": [{**LATTE, "qty": "2.000"}, CIG]}
+    first = buy(client, merchant, body, "R-1")
+    rid = first["receipt"]["id"]
+    refunded = refund(client, merchant, rid, "rf-1", [{"line": 0, "qty": "1.0"}])
+    # The request exactly as the route builds it from the body.
+    request = PurchaseIn.model_validate({**body, "receipt_number": "R-1"}).to_input()
+    legacy = request_hash("purchase", {**request.legacy_fingerprint(), "hold": False})
+    assert legacy != request_hash("purchase", {**request.fingerprint(), "hold": False})
+    old_refund = request_hash("refund", {"lines": [[0, "1.0"]], "full": False})
+    with engine.begin() as conn:
+        stored = uuid.UUID(rid)
+        conn.execute(sa.update(receipts).where(receipts.c.id == stored).values(request_hash=legacy))
+        conn.execute(
+            sa.update(refunds).where(refunds.c.receipt_id == stored).values(request_hash=old_refund)
+        )
+    again = buy(client, merchant, body, "R-1")
+    assert again == {**first, "refunds": again["refunds"]}  # the replay lists the refund
+    assert [r["id"] for r in again["refunds"]] == [refunded["id"]]
+    assert refund(client, merchant, rid, "rf-1", [{"line": 0, "qty": "1.0"}]) == refunded
+    r = client.post(
+        "/v1/purchases",
+        headers=merchant.headers("pos"),
+        json={**basket, "redeem_points": 10, "receipt_number": "R-1"},
+    )
+    assert_problem(r, 409, "receipt_number_reused")
 
 
 # ---- hold ------------------------------------------------------------------------------------

@@ -101,7 +101,22 @@ class ReceiptInput:
     outlet: str | None = None
 
     def fingerprint(self) -> dict[str, Any]:
-        """What identifies the request, for the natural idempotency key."""
+        """What identifies the request, for the natural idempotency key: values, not how
+        they were spelled (2, 2.0 and "2.000" are one quantity), and no outlet (a receipt
+        number is its outlet's own, so whether the till key implied the outlet or the body
+        named it, a retry finds the same receipt)."""
+        found = self.legacy_fingerprint()
+        found["lines"] = [
+            [line[0], canonical_qty(li.qty), *line[2:]]
+            for line, li in zip(found["lines"], self.lines, strict=True)
+        ]
+        del found["outlet"]
+        return found
+
+    def legacy_fingerprint(self) -> dict[str, Any]:
+        """The fingerprint as receipts confirmed before it was canonical store it (the
+        quantity as spelled, the outlet as named): still accepted, so that a till's retry
+        across the upgrade replays instead of being refused."""
         return {
             "lines": [
                 [li.sku, str(li.qty), li.price, li.category, li.brand, sorted(li.flags)]
@@ -121,6 +136,11 @@ class ReceiptInput:
             "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
             "outlet": self.outlet,
         }
+
+
+def canonical_qty(qty: Decimal) -> str:
+    """One spelling per quantity: 2, 2.0, "2.000" and 2E+0 are all "2"."""
+    return format(qty.normalize(), "f")
 
 
 @dataclass
@@ -198,7 +218,7 @@ class PurchaseService:
         except (_NumberTaken, KopilkaError) as refused:
             # A retry must replay even if it would be refused now (the card blocked since,
             # the points spent): a receipt with this number wins over the error.
-            answer = self._replay(actor, request.outlet, receipt_number, digest)
+            answer = self._replay(actor, request, receipt_number, digest, hold)
             if answer is not None:
                 return answer
             if isinstance(refused, _NumberTaken):  # its twin is gone again: rare, retryable
@@ -273,19 +293,27 @@ class PurchaseService:
             return {**result, "refunds": []}  # the shape a replay (``_view``) has
 
     def _replay(
-        self, actor: Actor, outlet_code: str | None, receipt_number: str, digest: str
+        self,
+        actor: Actor,
+        request: ReceiptInput,
+        receipt_number: str,
+        digest: str,
+        hold: bool,
     ) -> dict[str, Any] | None:
         """The stored answer of the outlet's receipt with this number, if there is one
-        (``receipt_number_reused`` if it was registered with another body)."""
+        (``receipt_number_reused`` if it was registered with another body: its stored
+        digest is neither ``digest`` nor the request's legacy one)."""
         with self.uow_factory(write=False) as uow:
             try:
-                outlet = self._outlet(uow, actor, outlet_code)
+                outlet = self._outlet(uow, actor, request.outlet)
             except KopilkaError:
                 return None
             existing = uow.commerce.receipt_by_number(actor.tenant_id, outlet["id"], receipt_number)
             if existing is None:
                 return None
-            if existing["request_hash"] != digest:
+            if existing["request_hash"] != digest and existing["request_hash"] != request_hash(
+                "purchase", {**request.legacy_fingerprint(), "hold": hold}
+            ):
                 raise Conflict(
                     f"Receipt {receipt_number} was already registered at this outlet with "
                     "other contents.",
@@ -437,13 +465,18 @@ class PurchaseService:
                 code="refund_key_reserved",
             )
         digest = request_hash(
-            "refund", {"lines": [[n, str(q)] for n, q in lines or []], "full": lines is None}
+            "refund",
+            {"lines": [[n, canonical_qty(q)] for n, q in lines or []], "full": lines is None},
         )
         with self.uow_factory(write=True) as uow:
             receipt = self._receipt(uow, actor, receipt_id, lock=True)
             previous = uow.commerce.refund_by_key(actor.tenant_id, receipt["id"], refund_key)
             if previous is not None:
-                if previous["request_hash"] != digest:
+                legacy = request_hash(  # as refunds stored it before quantities were canonical
+                    "refund",
+                    {"lines": [[n, str(q)] for n, q in lines or []], "full": lines is None},
+                )
+                if previous["request_hash"] not in (digest, legacy):
                     raise ValidationFailed(
                         "This refund key was used for another refund.",
                         code="idempotency_key_reused",
