@@ -489,6 +489,43 @@ def test_receipts_and_refunds_stored_with_the_old_digest_still_replay(
     assert_problem(r, 409, "receipt_number_reused")
 
 
+def test_receipts_dated_further_back_than_the_tenant_allows_are_refused(
+    client: TestClient,
+    merchant: Merchant,
+    basket: dict[str, Any],
+    engine: sa.Engine,
+    clock: FakeClock,
+) -> None:
+    """A till may date a receipt back ``backdate_days`` (30 by default): older receipts would
+    be evaluated with the promotions of their day, so they go through the import instead."""
+    day = timedelta(days=1)
+    before = footprint(engine)
+    old = {**basket, "occurred_at": (clock.now() - 31 * day).isoformat()}
+    for path, body in (
+        ("/v1/purchases/calculate", old),
+        ("/v1/purchases", {**old, "receipt_number": "R-OLD"}),
+    ):
+        problem = assert_problem(
+            client.post(path, headers=merchant.headers("pos"), json=body),
+            422,
+            "occurred_too_long_ago",
+        )
+        assert error_paths(problem) == [["occurred_at"]]
+    assert footprint(engine) == before
+    recent = {**basket, "occurred_at": (clock.now() - 29 * day).isoformat()}
+    assert buy(client, merchant, recent, "R-RECENT")["receipt"]["status"] == "confirmed"
+    tenant = ok(client.patch("/v1/tenant", headers=merchant.headers(), json={"backdate_days": 90}))
+    assert tenant["backdate_days"] == 90
+    assert buy(client, merchant, old, "R-OLD")["receipt"]["status"] == "confirmed"
+    ok(client.patch("/v1/tenant", headers=merchant.headers(), json={"backdate_days": 0}))
+    hour_ago = {**basket, "occurred_at": (clock.now() - timedelta(hours=1)).isoformat()}
+    r = client.post("/v1/purchases/calculate", headers=merchant.headers("pos"), json=hour_ago)
+    assert_problem(r, 422, "occurred_too_long_ago")
+    assert calc(client, merchant, basket)["totals"]  # "now" is always fine
+    r = client.patch("/v1/tenant", headers=merchant.headers(), json={"backdate_days": -1})
+    assert_problem(r, 422)
+
+
 # ---- hold ------------------------------------------------------------------------------------
 def test_hold_then_confirm(
     client: TestClient,

@@ -103,6 +103,14 @@ def test_bad_set_up_commands_fail_clearly() -> None:
     assert "tenant_exists" in result.stderr
     result = kopilka("tenant", "create", "Tea", "--timezone", "Mars/Olympus", code=1)
     assert "timezone" in result.stderr
+    result = kopilka("tenant", "create", "Tea", "--backdate-days", "-1", code=1)
+    assert "backdate_days" in result.stderr
+    kopilka("tenant", "create", "Tea", "--backdate-days", "7")
+    c = open_container()
+    try:
+        assert c.tenants.tenant_by_name("Tea")["backdate_days"] == 7
+    finally:
+        c.close()
 
 
 def test_import_members_all_or_nothing_then_skip_invalid(tmp_path: Path) -> None:

@@ -176,6 +176,7 @@ class TenantPatch(Strict):
     pending_days: Annotated[int, Field(ge=0, le=365)] | None = None
     expiry_policy: dict[str, Any] | None = None
     allow_debt: bool | None = None
+    backdate_days: Annotated[int, Field(ge=0, le=3650)] | None = None
     hold_ttl_seconds: Annotated[int, Field(ge=10, le=7 * 86400)] | None = None
     qr_window_seconds: Annotated[int, Field(ge=10, le=3600)] | None = None
     card_scheme: Literal["ean13", "luhn"] | None = None
@@ -223,4 +224,5 @@ class TenantOut(BaseModel):
     pending_days: int
     expiry_policy: dict[str, Any]
     allow_debt: bool
+    backdate_days: int = Field(description="how many days back a till may date a receipt")
     created_at: datetime

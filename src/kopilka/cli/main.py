@@ -112,6 +112,9 @@ def tenant_create(
     card_prefix: str = "2",
     pending_days: int = 0,
     allow_debt: bool = False,
+    backdate_days: Annotated[
+        int, typer.Option(help="how many days back a till may date a receipt")
+    ] = 30,
 ) -> None:
     """Create a tenant (a merchant or brand)."""
     c = _container()
@@ -126,6 +129,7 @@ def tenant_create(
             card_prefix=card_prefix,
             pending_days=pending_days,
             allow_debt=allow_debt,
+            backdate_days=backdate_days,
         )
     except KopilkaError as exc:
         raise _fail(exc) from exc

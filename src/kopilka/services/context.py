@@ -48,6 +48,10 @@ class Tenant:
     expiry_policy: ExpiryPolicy
     allow_debt: bool
     created_at: datetime
+    # How many days back a till may date a receipt (``occurred_at``); older receipts are
+    # history, for ``kopilka import receipts``. Backdating into a past promotion is a known
+    # till fraud.
+    backdate_days: int = 30
     # Bumped by every product write (adapters/db/commerce_store.py): cached products read
     # under an older version are read again.
     catalogue_version: int = 0
@@ -71,6 +75,7 @@ class Tenant:
             expiry_policy=parse_policy(row["expiry_policy"]),
             allow_debt=row["allow_debt"],
             created_at=row["created_at"],
+            backdate_days=row.get("backdate_days", 30),
             catalogue_version=row.get("catalogue_version") or 0,
         )
 

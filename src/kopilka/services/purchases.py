@@ -17,6 +17,7 @@ from kopilka.domain.errors import (
     BusinessRuleViolation,
     Conflict,
     ErrorCollector,
+    FieldError,
     Forbidden,
     KopilkaError,
     NotFound,
@@ -58,7 +59,8 @@ MAX_PRICE = 10**11  # a billion roubles per unit is surely a typo
 MAX_TOTAL = 10**15
 MAX_POINTS = 10**15
 CANCEL_KEY = "cancel:"  # refund keys of cancellations; not for clients' refunds
-FUTURE_SLACK = timedelta(minutes=5)
+FUTURE_SLACK = timedelta(minutes=5)  # tills' clocks drift, either way
+
 FLAGS = frozenset({"no_discount", "no_points"})
 
 
@@ -904,6 +906,13 @@ class PurchaseService:
         occurred = request.occurred_at or now
         if occurred > now + FUTURE_SLACK:
             raise ValidationFailed("occurred_at is in the future.", code="occurred_in_future")
+        if occurred < now - timedelta(days=tenant.backdate_days) - FUTURE_SLACK:
+            raise ValidationFailed(
+                f"occurred_at is more than {tenant.backdate_days} days ago: load older "
+                "receipts with `kopilka import receipts`.",
+                code="occurred_too_long_ago",
+                errors=[FieldError(("occurred_at",), "Too long ago.", "occurred_too_long_ago")],
+            )
         if request.channel not in ("store", "online", "app"):
             raise ValidationFailed("channel: store, online or app.", code="invalid_channel")
         lines = self._lines(uow, tenant, request)

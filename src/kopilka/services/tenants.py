@@ -55,6 +55,9 @@ def _validate_timezone(errors: ErrorCollector, path: str, value: str) -> None:
         errors.add((path,), f"Unknown time zone {value!r}.", "invalid_timezone")
 
 
+MAX_BACKDATE_DAYS = 3650
+
+
 def _validate_tenant_settings(values: dict[str, Any], errors: ErrorCollector) -> None:
     if "currency" in values:
         cur = values["currency"]
@@ -62,6 +65,10 @@ def _validate_tenant_settings(values: dict[str, Any], errors: ErrorCollector) ->
             errors.add(("currency",), "Use an ISO 4217 code such as RUB.", "invalid_currency")
     if "timezone" in values:
         _validate_timezone(errors, "timezone", values["timezone"])
+    if "backdate_days" in values and not 0 <= values["backdate_days"] <= MAX_BACKDATE_DAYS:
+        errors.add(
+            ("backdate_days",), f"From 0 to {MAX_BACKDATE_DAYS} days.", "invalid_backdate_days"
+        )
     if "card_scheme" in values:
         try:
             CardScheme(values["card_scheme"])
@@ -107,6 +114,7 @@ class TenantService:
         allow_debt: bool = False,
         hold_ttl_seconds: int = 900,
         qr_window_seconds: int = 60,
+        backdate_days: int = 30,
     ) -> dict[str, Any]:
         errors = ErrorCollector()
         if not name.strip() or len(name) > 200:
@@ -118,6 +126,7 @@ class TenantService:
                 "card_scheme": card_scheme,
                 "card_prefix": card_prefix,
                 "expiry_policy": expiry_policy,
+                "backdate_days": backdate_days,
             },
             errors,
         )
@@ -139,6 +148,7 @@ class TenantService:
             "pending_days": pending_days,
             "expiry_policy": expiry_policy or {"kind": "never"},
             "allow_debt": allow_debt,
+            "backdate_days": backdate_days,
             "created_at": now,
         }
         with self.uow_factory(write=True) as uow:

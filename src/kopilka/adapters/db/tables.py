@@ -51,6 +51,8 @@ tenants = sa.Table(
     sa.Column("expiry_policy", Json, nullable=False),
     sa.Column("allow_debt", sa.Boolean, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    # How many days back a till may date a receipt (older ones go through the import).
+    sa.Column("backdate_days", sa.Integer, nullable=False, server_default=sa.text("30")),
     # Bumped by every product write: cached products are valid while it stays the same.
     sa.Column("catalogue_version", sa.BigInteger, nullable=False, server_default=sa.text("0")),
 )
