@@ -60,7 +60,6 @@ MAX_TOTAL = 10**15
 MAX_POINTS = 10**15
 CANCEL_KEY = "cancel:"  # refund keys of cancellations; not for clients' refunds
 FUTURE_SLACK = timedelta(minutes=5)  # tills' clocks drift, either way
-
 FLAGS = frozenset({"no_discount", "no_points"})
 
 
@@ -313,7 +312,8 @@ class PurchaseService:
             existing = uow.commerce.receipt_by_number(actor.tenant_id, outlet["id"], receipt_number)
             if existing is None:
                 return None
-            if existing["request_hash"] != digest and existing["request_hash"] != request_hash(
+            stored = existing["request_hash"]
+            if stored != digest and stored != request_hash(
                 "purchase", {**request.legacy_fingerprint(), "hold": hold}
             ):
                 raise Conflict(
