@@ -104,6 +104,34 @@ def test_publish_yaml_body(client: TestClient, merchant: Merchant) -> None:
     assert in_force(result) == {"coffee": 1}
 
 
+def test_yaml_clock_times_and_moments_need_no_quotes(
+    client: TestClient, merchant: Merchant, clock: FakeClock
+) -> None:
+    """YAML 1.1 reads ``8:00`` as 480 and ``2026-01-15`` as a date: a program's YAML keeps
+    them as the text its fields parse (kopilka.adapters.documents.yaml_text)."""
+    starts = clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = f"""\
+starts_at: {starts}
+document:
+  type: bonus
+  rules:
+    - id: morning
+      when:
+        all:
+          - hours: {{from: 8:00, to: 11:30}}
+          - date_between: {{from: 2026-01-01, to: 2026-12-31}}
+      effects: [{{points_percent: 10}}]
+"""
+    h = merchant.headers(**{"Content-Type": "application/yaml"})
+    report = ok(client.post("/v1/programs/morning/validate", headers=h, content=body.encode()))
+    assert report == {"valid": True, "errors": []}
+    view = ok(client.put("/v1/programs/morning", headers=h, content=body.encode()))
+    when = view["document"]["rules"][0]["when"]["all"]
+    assert when[0]["hours"] == {"from": "8:00", "to": "11:30"}
+    assert when[1]["date_between"] == {"from": "2026-01-01", "to": "2026-12-31"}
+    assert datetime.fromisoformat(view["starts_at"]) == clock.now()
+
+
 def test_yaml_with_charset_and_malformed_bodies(
     client: TestClient, merchant: Merchant, engine: sa.Engine
 ) -> None:

@@ -513,6 +513,12 @@ TIME_ROWS = [
         id="hours-midnight-evening",
     ),
     pytest.param(
+        {"hours": {"from": "8:00", "to": "9:30:30"}},
+        ctx("2024-05-15T09:30:15"),
+        True,
+        id="hours-without-leading-zero-and-with-seconds",
+    ),
+    pytest.param(
         {"hours": {"from": "22:00", "to": "02:00"}},
         ctx("2024-05-15T00:00"),
         True,

@@ -354,9 +354,11 @@ def import_stock(
 def _read_document(file: Path) -> object:
     import yaml
 
+    from kopilka.adapters.documents.yaml_text import load_yaml
+
     text = file.read_text(encoding="utf-8")
     try:
-        return json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
+        return json.loads(text) if file.suffix.lower() == ".json" else load_yaml(text)
     except (ValueError, yaml.YAMLError) as exc:
         typer.echo(f"error: {file} is not valid JSON or YAML: {exc}", err=True)
         raise typer.Exit(code=1) from exc

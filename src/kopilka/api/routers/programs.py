@@ -8,6 +8,7 @@ import yaml
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from kopilka.adapters.documents.yaml_text import load_yaml
 from kopilka.api.auth import ADMIN, ANY_ROLE, container
 from kopilka.api.deps import DEFAULT_LIMIT, Limit
 from kopilka.api.problems import MalformedBody
@@ -87,7 +88,7 @@ async def _document_body(request: Request) -> Any:
     is_yaml = kind in ("application/yaml", "application/x-yaml", "text/yaml")
     try:
         if is_yaml:
-            return yaml.safe_load(raw.decode("utf-8"))
+            return load_yaml(raw.decode("utf-8"))
         return strict_loads(raw)
     except (ValueError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         # 400 like any other unparsable body (422 is for parsed but invalid fields).

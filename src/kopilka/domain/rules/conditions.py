@@ -7,6 +7,7 @@ line condition used at receipt level means "the receipt has such a line".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, time
@@ -82,13 +83,16 @@ def _int(value: Any, low: int = 0, high: int = 10**12) -> int | None:
     return value
 
 
+_CLOCK_TIME = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?$")
+
+
 def _parse_hhmm(value: Any) -> time | None:
-    if not isinstance(value, str):
+    """A clock time: "08:00", "8:00" or "21:30:15"."""
+    found = _CLOCK_TIME.match(value) if isinstance(value, str) else None
+    if found is None:
         return None
-    try:
-        return time.fromisoformat(value)
-    except ValueError:
-        return None
+    hour, minute, second = found.groups()
+    return time(int(hour), int(minute), int(second or 0))
 
 
 class ConditionCompiler:

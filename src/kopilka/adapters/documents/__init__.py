@@ -1,0 +1,1 @@
+"""Reading program documents written in YAML."""
