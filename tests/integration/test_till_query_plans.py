@@ -125,6 +125,12 @@ def hold_id(answer: OperationResult) -> uuid.UUID:
     return answer.hold.id
 
 
+def program_and_member(c: Container, m: Merchant) -> uuid.UUID:
+    """The bonus program published and a member enrolled."""
+    c.programs.publish(m.actor, "main", PROGRAM)
+    return c.members.enroll(m.actor, {"phone": "+79161234567"}).id
+
+
 def receipt_id(answer: dict[str, Any]) -> uuid.UUID:
     return uuid.UUID(answer["receipt"]["id"])
 
@@ -134,8 +140,7 @@ def test_the_till_reads_and_writes_through_indexes(
     container: Container, merchant: Merchant
 ) -> None:
     c, m = container, merchant
-    c.programs.publish(m.actor, "main", PROGRAM)
-    member = c.members.enroll(m.actor, {"phone": "+79161234567"}).id
+    member = program_and_member(c, m)
     c.ledger.accrue(m.actor, member, 5_000)
     with sent(c) as seen:
         c.purchases.calculate(m.actor, receipt(member, m.outlet_code, "max"))
@@ -159,8 +164,7 @@ def test_the_ledger_api_and_the_jobs_read_through_indexes(
     container: Container, merchant: Merchant
 ) -> None:
     c, m = container, merchant
-    c.programs.publish(m.actor, "main", PROGRAM)
-    member = c.members.enroll(m.actor, {"phone": "+79161234567"}).id
+    member = program_and_member(c, m)
     with sent(c) as seen:
         earned = c.ledger.accrue(m.actor, member, 5_000)
         spent = c.ledger.redeem(m.actor, member, 1_000)

@@ -114,7 +114,6 @@ def install_problem_handlers(app: FastAPI) -> None:
             405: "method_not_allowed",
             401: "unauthorized",
             403: "forbidden",
-            413: "body_too_large",
         }.get(exc.status_code, "http_error")
         return problem(request, exc.status_code, code, str(exc.detail), str(exc.detail))
 

@@ -4,7 +4,7 @@ refund in full or in part, and cancel. One purchase is one database transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -142,6 +142,12 @@ class ReceiptInput:
 def canonical_qty(qty: Decimal) -> str:
     """One spelling per quantity: 2, 2.0, "2.000" and 2E+0 are all "2"."""
     return format(qty.normalize(), "f")
+
+
+def _refund_digest(lines: list[tuple[int, Decimal]] | None, spell: Callable[[Decimal], str]) -> str:
+    """The refund's natural-key digest, its quantities written by ``spell``."""
+    body = {"lines": [[n, spell(q)] for n, q in lines or []], "full": lines is None}
+    return request_hash("refund", body)
 
 
 @dataclass
@@ -466,19 +472,13 @@ class PurchaseService:
                 f"Refund keys starting with {CANCEL_KEY!r} are reserved.",
                 code="refund_key_reserved",
             )
-        digest = request_hash(
-            "refund",
-            {"lines": [[n, canonical_qty(q)] for n, q in lines or []], "full": lines is None},
-        )
+        digest = _refund_digest(lines, canonical_qty)
         with self.uow_factory(write=True) as uow:
             receipt = self._receipt(uow, actor, receipt_id, lock=True)
             previous = uow.commerce.refund_by_key(actor.tenant_id, receipt["id"], refund_key)
             if previous is not None:
-                legacy = request_hash(  # as refunds stored it before quantities were canonical
-                    "refund",
-                    {"lines": [[n, str(q)] for n, q in lines or []], "full": lines is None},
-                )
-                if previous["request_hash"] not in (digest, legacy):
+                # Refunds stored before quantities were canonical hold them as spelled.
+                if previous["request_hash"] not in (digest, _refund_digest(lines, str)):
                     raise ValidationFailed(
                         "This refund key was used for another refund.",
                         code="idempotency_key_reused",
