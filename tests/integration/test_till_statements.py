@@ -20,15 +20,18 @@ from sqlalchemy import event
 
 from kopilka.bootstrap import Container
 from kopilka.domain.campaigns.definition import CampaignCreate
+from kopilka.domain.ledger.model import AccountKind, TxnKind
 from kopilka.domain.rewards.definition import RewardDefinition
 from kopilka.domain.rules.facts import MemberFacts
 from kopilka.services import rewards as rewards_service
-from kopilka.services.context import Tenant
+from kopilka.services.context import Tenant, load_tenant
+from kopilka.services.ledger_book import MemberBook
 from kopilka.services.ports import UnitOfWork
 from kopilka.services.purchase_hooks import PurchaseHook
 from kopilka.services.purchases import LineInput, MemberRef, ReceiptInput
 from kopilka.services.rewards import RedeemInput
 from kopilka.services.verify import verify_ledger
+from kopilka.testing import FakeClock
 from tests.conftest import Merchant
 
 BASE = {"id": "base", "effects": [{"points_percent": 10}]}
@@ -383,3 +386,65 @@ def test_a_held_receipt_confirmed_later_still_rewards_the_referral(
     done = c.purchases.confirm_held(m.actor, uuid.UUID(held["receipt"]["id"]))
     assert done["referral"]["status"] == "rewarded"
     assert c.ledger.balance(m.actor, referrer).available == 500
+
+
+# ---- open lots: a purchase that pays no points reads only the due ones ---------------------
+def lot_reads(seen: list[str]) -> list[str]:
+    """The statements that read a member's lots (the book's read, not the ledger's write)."""
+    return [s for s in seen if re.search(r"\bFROM lots\b", s) and "is_open" in s]
+
+
+def test_a_purchase_that_pays_no_points_reads_only_the_due_lots(
+    container: Container, merchant: Merchant, clock: FakeClock
+) -> None:
+    # Earned points wait 10 days and last 30: every receipt leaves one open lot behind.
+    c, m = container, merchant
+    publish(c, m, pending_days=10, expiry={"kind": "rolling", "days": 30})
+    member = enrol(c, m)
+    buy(c, m, member, "R-0")  # lot A: 100 pending until day 10, expires day 30
+    clock.advance(days=11)
+    with statements(c) as seen:
+        answer = buy(c, m, member, "R-1")  # lot B: pending until day 21, expires day 41
+    # A was due: the purchase activated it, reading only the due lots.
+    assert answer["balance"]["available"] == 100
+    (read,) = lot_reads(seen)
+    assert "expires_at <=" in read
+    assert "available_at <=" in read
+    for n in range(2, 6):  # lots C..F: more open lots the due read leaves out
+        buy(c, m, member, f"R-{n}")
+    clock.advance(days=25)  # day 36: A has expired, B..F have become spendable
+    with statements(c) as seen:
+        answer = buy(c, m, member, "R-6")
+    assert answer["balance"]["available"] == 5 * 100
+    (read,) = lot_reads(seen)
+    assert "expires_at <=" in read
+    assert c.ledger.balance(m.actor, member).available == 5 * 100
+    # Paying with points reads every open lot, once, and burns the soonest to expire (B).
+    with statements(c) as seen:
+        paid = buy(c, m, member, "R-7", redeem=150)
+    assert paid["totals"]["points_redeemed"] == 150
+    (read,) = lot_reads(seen)
+    assert "expires_at <=" not in read
+    assert c.ledger.balance(m.actor, member).available == 5 * 100 - 150
+    assert_ledger_ok(c)
+
+
+def test_a_book_opened_not_to_spend_reads_the_open_lots_when_it_spends(
+    container: Container, merchant: Merchant
+) -> None:
+    c, m = container, merchant
+    publish(c, m)
+    member = enrol(c, m)
+    for n in range(3):
+        buy(c, m, member, f"R-{n}")  # three lots of 100
+    with c.uow_factory(write=True) as uow:
+        tenant = load_tenant(uow, m.tenant_id)
+        book = MemberBook(uow, tenant, member, m.actor, c.clock.now(), spends=False)
+        assert book.plan.lots == {}  # nothing due
+        txn = book.new_txn(TxnKind.REDEMPTION, 250, source_type="test")
+        takes = book.take(txn, 250, book.system[AccountKind.REDEEMED])
+        assert sum(t.amount for t in takes) == 250
+        assert len(takes) == 3
+        uow.ledger.apply(tenant.id, book.plan, c.clock.now())
+        uow.commit()
+    assert c.ledger.balance(m.actor, member).available == 50

@@ -48,6 +48,7 @@ class MemberBook:
         *,
         currency: str | None = None,
         load_lots: bool = True,
+        spends: bool = True,
         plan: LedgerPlan | None = None,
         accounts: dict[AccountKind, AccountState] | None = None,
     ) -> None:
@@ -82,9 +83,23 @@ class MemberBook:
         for account in accounts.values():
             self.plan.accounts[account.id] = account
         self.system = uow.ledger.tenant_accounts(tenant.id, self.currency, now)
+        # A book opened not to spend (``spends=False``: the till's purchase that pays no
+        # points) reads only the lots due to activate or expire, which settling needs; the
+        # other open lots, one per purchase a regular customer made, are read when ``take``
+        # needs them after all.
+        self._open_lots_unread = load_lots and not spends
         if load_lots:
-            for lot in uow.ledger.open_lots(tenant.id, member_id, self.currency):
-                self.plan.lots.setdefault(lot.id, lot)
+            if spends:
+                self._read_open_lots()
+            else:
+                for lot in uow.ledger.due_lots(tenant.id, member_id, self.currency, now):
+                    self.plan.lots.setdefault(lot.id, lot)
+
+    def _read_open_lots(self) -> None:
+        # setdefault: a lot the plan already holds may have changed in it (settled, spent).
+        for lot in self.uow.ledger.open_lots(self.tenant.id, self.member_id, self.currency):
+            self.plan.lots.setdefault(lot.id, lot)
+        self._open_lots_unread = False
 
     # ---- accounts ----------------------------------------------------------------------
     @property
@@ -276,6 +291,8 @@ class MemberBook:
                 f"Not enough points: {max(self.wallet.balance, 0)} available, {amount} asked.",
                 extra={"available": max(self.wallet.balance, 0), "requested": amount},
             )
+        if self._open_lots_unread:
+            self._read_open_lots()
         takes, shortfall = allocate(self.plan.spendable_lots(self.now), amount, self.now)
         if shortfall:
             raise InsufficientPoints(

@@ -930,7 +930,17 @@ class PurchaseService:
             with family.known(uow, tenant.id, member["id"]):
                 for currency in sorted(currencies):
                     if lock:
-                        book = self._book(uow, tenant, actor, member["id"], currency, books, now)
+                        # Most purchases pay no points: their book skips the open lots.
+                        book = self._book(
+                            uow,
+                            tenant,
+                            actor,
+                            member["id"],
+                            currency,
+                            books,
+                            now,
+                            spends=bool(request.redeem_points),
+                        )
                         book.settle()
                         balances[currency] = max(book.wallet.balance, 0)
                     else:
@@ -1107,9 +1117,13 @@ class PurchaseService:
         currency: str,
         books: dict[str, MemberBook],
         now: datetime,
+        *,
+        spends: bool = True,
     ) -> MemberBook:
         if currency not in books:
-            books[currency] = MemberBook(uow, tenant, member_id, actor, now, currency=currency)
+            books[currency] = MemberBook(
+                uow, tenant, member_id, actor, now, currency=currency, spends=spends
+            )
         return books[currency]
 
     # ---- writing -----------------------------------------------------------------------

@@ -136,6 +136,16 @@ _OPEN_LOTS = sa.select(*_LOT_COLUMNS).where(
     lots.c.currency == sa.bindparam("c"),
     lots.c.is_open == sa.true(),  # pending, or active with points left
 )
+# The open lots the clock has made due (see domain.ledger.lots.due_transitions): what a
+# book that will not spend needs, however many open lots a regular customer has gathered.
+_DUE_LOTS = _OPEN_LOTS.where(
+    sa.or_(
+        lots.c.expires_at <= sa.bindparam("now"),
+        sa.and_(
+            lots.c.status == LotStatus.PENDING.value, lots.c.available_at <= sa.bindparam("now")
+        ),
+    )
+)
 
 
 # A member's accounts and open lots in one statement, for reads without a lock (a lot's
@@ -154,6 +164,7 @@ _MEMBER_BOOK_PG = (
 _READ_ACCOUNTS_PG = DriverStatement(_READ_ACCOUNTS)
 _LOCK_ACCOUNTS_PG = DriverStatement(_LOCK_ACCOUNTS)
 _OPEN_LOTS_PG = DriverStatement(_OPEN_LOTS)
+_DUE_LOTS_PG = DriverStatement(_DUE_LOTS)
 
 
 # ---- PostgreSQL: a plan in one statement --------------------------------------------------
@@ -455,6 +466,15 @@ class SqlLedgerStore:
         if self._dialect == "postgresql":
             return _lots(driver_rows(self.conn, _OPEN_LOTS_PG, params))
         return _lots(self.conn.execute(_OPEN_LOTS, params).all())
+
+    def due_lots(
+        self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str, now: datetime
+    ) -> list[Lot]:
+        """The open lots due to activate or expire at ``now``."""
+        params = {"t": tenant_id, "m": member_id, "c": currency, "now": now}
+        if self._dialect == "postgresql":
+            return _lots(driver_rows(self.conn, _DUE_LOTS_PG, params))
+        return _lots(self.conn.execute(_DUE_LOTS, params).all())
 
     def lots_by_id(self, tenant_id: uuid.UUID, ids: Iterable[uuid.UUID]) -> list[Lot]:
         wanted = list(ids)
