@@ -833,6 +833,26 @@ def test_cancel_same_day_only(
     ledger_ok(container)
 
 
+def test_a_receipt_refunded_in_full_cannot_be_cancelled(
+    client: TestClient,
+    merchant: Merchant,
+    member: str,
+    basket: dict[str, Any],
+    engine: sa.Engine,
+    container: Container,
+) -> None:
+    rid = buy(client, merchant, basket, "C-1")["receipt"]["id"]
+    refund(client, merchant, rid, "rf-1")
+    before = footprint(engine)
+    assert_problem(post(client, merchant, rid, "cancel"), 409, "receipt_refunded")
+    assert footprint(engine) == before
+    got = ok(client.get(f"/v1/purchases/{rid}", headers=merchant.headers()))
+    assert got["receipt"]["status"] == "confirmed"
+    assert len(got["refunds"]) == 1
+    assert available(client, merchant, member) == 1000
+    ledger_ok(container)
+
+
 def test_cancel_day_is_the_tenant_local_day_of_confirmation(
     client: TestClient,
     merchant: Merchant,

@@ -525,16 +525,22 @@ class PurchaseService:
                 for line in uow.commerce.receipt_lines(tenant.id, receipt["id"])
                 if line["qty"] > line["refunded_qty"]
             ]
-            if remaining:
-                self._refund_in(
-                    uow,
-                    actor,
-                    receipt,
-                    remaining,
-                    f"{CANCEL_KEY}{receipt['id']}",
-                    "cancel",
-                    "cancel",
+            if not remaining:
+                # Refunds have given everything back already: a cancel would move nothing
+                # and only relabel the receipt, hiding its refunds behind "cancelled".
+                raise Conflict(
+                    "The receipt has been refunded in full; there is nothing left to cancel.",
+                    code="receipt_refunded",
                 )
+            self._refund_in(
+                uow,
+                actor,
+                receipt,
+                remaining,
+                f"{CANCEL_KEY}{receipt['id']}",
+                "cancel",
+                "cancel",
+            )
             now = self.clock.now()
             result = dict(receipt["result"])
             result["receipt"] = {**result["receipt"], "status": "cancelled"}
