@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -32,7 +33,7 @@ from sqlalchemy.engine import make_url
 
 from kopilka.adapters.db.engine import create_db_engine
 from kopilka.adapters.db.unit_of_work import SqlUnitOfWork
-from kopilka.bootstrap import bootstrap
+from kopilka.bootstrap import Container, bootstrap
 from kopilka.services.context import Actor, Role
 from kopilka.services.purchases import LineInput, MemberRef, ReceiptInput
 from kopilka.settings import Settings
@@ -49,11 +50,34 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def captured_confirm(url: str, redeem: int) -> list[tuple[str, dict[str, Any]]]:
-    """The statements of one confirm (a member by card, 10 lines, ``redeem`` points),
-    rolled back so that they can be replayed."""
+def captured_confirm(
+    url: str, redeem: int, *, member: int = 0, receipt_number: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The statements of one confirm (the ``member``-th member's card, 10 lines, ``redeem``
+    points), rolled back so that they can be replayed."""
+    return capture_confirm(url, redeem, member=member, receipt_number=receipt_number)[0]
+
+
+def bench_container(url: str) -> Container:
     engine = create_db_engine(url, pool_size=2)
-    c = bootstrap(Settings(database_url=url, db_pool_size=2, log_level="WARNING"), engine=engine)
+    return bootstrap(Settings(database_url=url, db_pool_size=2, log_level="WARNING"), engine=engine)
+
+
+def capture_confirm(
+    url: str,
+    redeem: int,
+    *,
+    member: int = 0,
+    receipt_number: str | None = None,
+    container: Container | None = None,
+    warm: bool = True,
+) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """:func:`captured_confirm`, and the Unix millisecond at which the recorded confirm
+    started (the ids it minted, UUIDv7, are from that millisecond on). A ``container``
+    given is reused (and kept); ``warm`` first commits one purchase of the member's, which
+    fills the caches."""
+    c = container or bench_container(url)
+    engine = c.engine
     with engine.connect() as conn:
         tenant_id, outlet = conn.execute(
             sa.text(
@@ -62,7 +86,11 @@ def captured_confirm(url: str, redeem: int) -> list[tuple[str, dict[str, Any]]]:
             )
         ).one()
         card = conn.execute(
-            sa.text("SELECT number FROM cards WHERE tenant_id = :t LIMIT 1"), {"t": tenant_id}
+            sa.text(
+                "SELECT number FROM cards WHERE tenant_id = :t AND member_id IS NOT NULL"
+                " ORDER BY number OFFSET :n LIMIT 1"
+            ),
+            {"t": tenant_id, "n": member},
         ).scalar_one()
         skus = conn.execute(
             sa.text("SELECT sku FROM products WHERE tenant_id = :t ORDER BY sku LIMIT 10"),
@@ -73,7 +101,8 @@ def captured_confirm(url: str, redeem: int) -> list[tuple[str, dict[str, Any]]]:
     receipt = ReceiptInput(
         lines=lines, member=MemberRef(card=card), redeem_points=redeem, outlet=outlet
     )
-    c.purchases.confirm(actor, receipt, f"warm-{uuid.uuid4().hex}")  # caches, prepared plans
+    if warm:
+        c.purchases.confirm(actor, receipt, f"warm-{uuid.uuid4().hex}")  # caches, plans
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def record(_c: Any, _cursor: Any, statement: str, params: Any, *_rest: Any) -> None:
@@ -83,13 +112,15 @@ def captured_confirm(url: str, redeem: int) -> list[tuple[str, dict[str, Any]]]:
     real_commit = SqlUnitOfWork.commit
     SqlUnitOfWork.commit = lambda self: None  # type: ignore[method-assign]
     event.listen(engine, "before_cursor_execute", record)
+    started_ms = time.time_ns() // 1_000_000
     try:
-        c.purchases.confirm(actor, receipt, f"replay-{uuid.uuid4().hex}")
+        c.purchases.confirm(actor, receipt, receipt_number or f"replay-{uuid.uuid4().hex}")
     finally:
         event.remove(engine, "before_cursor_execute", record)
         SqlUnitOfWork.commit = real_commit  # type: ignore[method-assign]
-        engine.dispose()
-    return seen
+        if container is None:
+            engine.dispose()
+    return seen, started_ms
 
 
 def main() -> None:
