@@ -457,6 +457,28 @@ def test_a_retry_spelled_differently_replays(
     assert refund(client, merchant, rid, "rf-1", [{"line": 0, "qty": "1.000"}]) == refunded
 
 
+def test_quantities_are_answered_in_one_spelling(
+    client: TestClient, merchant: Merchant, basket: dict[str, Any]
+) -> None:
+    """However the till spells a quantity (1E+1, "0.350", 2.0), the answer gives it in one
+    spelling: no exponent, no trailing zeros."""
+    body = {
+        **basket,
+        "lines": [
+            {**LATTE, "qty": "1E+1"},
+            {**LATTE, "qty": "0.350"},
+            {**LATTE, "qty": 2.0},
+            {**LATTE, "qty": "100.000"},
+        ],
+    }
+    quote = ok(client.post("/v1/purchases/calculate", headers=merchant.headers("pos"), json=body))
+    assert [line["qty"] for line in quote["lines"]] == ["10", "0.35", "2", "100"]
+    bought = buy(client, merchant, body, "R-Q")
+    assert [line["qty"] for line in bought["lines"]] == ["10", "0.35", "2", "100"]
+    part = refund(client, merchant, bought["receipt"]["id"], "rf-q", [{"line": 1, "qty": "0.100"}])
+    assert [line["qty"] for line in part["lines"]] == ["0.1"]
+
+
 def test_receipts_and_refunds_stored_with_the_old_digest_still_replay(
     client: TestClient, merchant: Merchant, member: str, basket: dict[str, Any], engine: sa.Engine
 ) -> None:

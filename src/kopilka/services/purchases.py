@@ -627,7 +627,7 @@ class PurchaseService:
             line_results.append(
                 {
                     "line": line_no,
-                    "qty": str(qty),
+                    "qty": canonical_qty(qty),
                     "money": money,
                     "points_returned": spent,
                     "points_taken_back": earned_line,
@@ -1407,7 +1407,7 @@ def _response(found: Evaluated, receipt: dict[str, Any] | None) -> dict[str, Any
             {
                 "line": line.index,
                 "sku": line.sku,
-                "qty": str(line.qty),
+                "qty": canonical_qty(line.qty),
                 "price": line.price,
                 "amount": line.amount,
                 "discount": line.discount,
