@@ -216,17 +216,15 @@ def _cut(start: str, end: str) -> Callable[[str], str]:
 
 
 def _without_stored_answer(script: str) -> str:
-    """The receipt's stored answer (``result``, ~3.5 kB of JSON) as ``{}``."""
-    key = '"result"' + _COLON_STAND_IN + "{"
-    start = script.find(key)
+    """The receipt's stored answer (``result``, ~3.5 kB of JSON) as ``{}``: the literal of
+    its own parameter, which starts with the answer's first key."""
+    start = script.find("'{" + '"receipt"' + _COLON_STAND_IN)
     if start < 0:
         return script
-    depth = 0
-    for end in range(start + len(key) - 1, len(script)):
-        depth += {"{": 1, "}": -1}.get(script[end], 0)
-        if depth == 0:
-            return script[: start + len(key) - 1] + "{}" + script[end + 1 :]
-    return script
+    literal = _LITERAL.match(script, start)
+    if literal is None:
+        return script
+    return script[:start] + "'{}'" + script[literal.end() :]
 
 
 VARIANTS: dict[str, Callable[[str], str] | None] = {
