@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +25,7 @@ from kopilka.domain.rewards.definition import RewardDefinition
 from kopilka.domain.rules.facts import MemberFacts
 from kopilka.services import rewards as rewards_service
 from kopilka.services.context import Tenant, load_tenant
+from kopilka.services.ledger import EXPIRING_SOON_DAYS
 from kopilka.services.ledger_book import MemberBook
 from kopilka.services.ports import UnitOfWork
 from kopilka.services.purchase_hooks import PurchaseHook
@@ -448,3 +449,34 @@ def test_a_book_opened_not_to_spend_reads_the_open_lots_when_it_spends(
         uow.ledger.apply(tenant.id, book.plan, c.clock.now())
         uow.commit()
     assert c.ledger.balance(m.actor, member).available == 50
+
+
+def test_a_calculation_sums_the_lasting_lots_and_lists_the_rest(
+    container: Container, merchant: Merchant, clock: FakeClock
+) -> None:
+    """A calculation reads the open lots a balance shows one by one (pending, expiring
+    within the window) and only the sum of the others: the same balance as the ledger's."""
+    c, m = container, merchant
+    publish(c, m)
+    member = enrol(c, m)
+    start = clock.now()
+    c.ledger.accrue(m.actor, member, 100)  # never expires
+    c.ledger.accrue(m.actor, member, 200, expires_at=start + timedelta(days=90))
+    c.ledger.accrue(m.actor, member, 40, expires_at=start + timedelta(days=10))
+    c.ledger.accrue(m.actor, member, 25, available_at=start + timedelta(days=3))  # pending
+    c.ledger.accrue(m.actor, member, 9, expires_at=start + timedelta(hours=1))
+    clock.advance(hours=2)  # the 9 have expired; the clock's work has not run yet
+    window_end = clock.now() + timedelta(days=EXPIRING_SOON_DAYS)
+    c.ledger.accrue(m.actor, member, 7, expires_at=window_end)  # the window's last moment
+    quote = c.purchases.calculate(m.actor, basket(member))
+    assert quote["balance"] == c.ledger.balance(m.actor, member).to_json()
+    assert quote["balance"]["available"] == 100 + 200 + 40 + 7
+    assert quote["balance"]["pending"] == 25
+    assert [e["amount"] for e in quote["balance"]["expiring_soon"]] == [40, 7]
+    with c.uow_factory(write=False) as uow:
+        accounts, shown, lasting = uow.ledger.read_member_balance(
+            m.tenant_id, member, "points", window_end
+        )
+    assert sorted(lot.remaining for lot in shown) == [7, 9, 25, 40]
+    assert lasting == 300
+    assert accounts

@@ -837,13 +837,16 @@ def balance_view(
     lots: list[Any],
     now: datetime,
     returning: tuple[int, int] = (0, 0),
+    *,
+    lasting: int = 0,
 ) -> BalanceView:
     """Project balances from lots as of ``now``; equal to the cached balances once the
-    clock's work has run."""
+    clock's work has run. ``lasting``: points of active lots that expire after the
+    expiring-soon window (or never), summed by the caller instead of passed as lots."""
     tz = ZoneInfo(tenant.timezone)
     wallet = accounts.get(AccountKind.WALLET)
     hold = accounts.get(AccountKind.HOLD)
-    available = pending = 0
+    available, pending = lasting, 0
     expiring: dict[Any, int] = defaultdict(int)
     upcoming: dict[Any, int] = defaultdict(int)
     soon = now + timedelta(days=EXPIRING_SOON_DAYS)

@@ -37,7 +37,7 @@ from kopilka.ids import new_id
 from kopilka.services.context import Actor, Role, Tenant, load_tenant
 from kopilka.services.families import SpendGate, refund_holder, spend_gate
 from kopilka.services.idempotency import request_hash
-from kopilka.services.ledger import balance_view
+from kopilka.services.ledger import EXPIRING_SOON_DAYS, balance_view
 from kopilka.services.ledger_book import MemberBook
 from kopilka.services.ledger_ops import (
     Shortfall,
@@ -950,10 +950,15 @@ class PurchaseService:
                         book.settle()
                         balances[currency] = max(book.wallet.balance, 0)
                     else:
-                        accounts, lots = uow.ledger.read_member_book(
-                            tenant.id, family.holder, currency
+                        accounts, lots, lasting = uow.ledger.read_member_balance(
+                            tenant.id,
+                            family.holder,
+                            currency,
+                            now + timedelta(days=EXPIRING_SOON_DAYS),
                         )
-                        view = balance_view(tenant, member["id"], currency, accounts, lots, now)
+                        view = balance_view(
+                            tenant, member["id"], currency, accounts, lots, now, lasting=lasting
+                        )
                         balances[currency] = view.available
                         if currency == tenant.points_currency:
                             balance = view

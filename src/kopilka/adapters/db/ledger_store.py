@@ -148,17 +148,35 @@ _DUE_LOTS = _OPEN_LOTS.where(
 )
 
 
-# A member's accounts and open lots in one statement, for reads without a lock (a lot's
-# columns in the account's places: id, status for kind, amount for balance, remaining, -,
-# available_at, expires_at). The conditions are _READ_ACCOUNTS' and _OPEN_LOTS'.
-_MEMBER_BOOK_PG = (
+# A member's balance in one statement, for reads without a lock: the accounts, the open lots
+# a balance shows one by one (pending, or expiring by ``soon``), and the points of the other
+# open lots summed by the database, so a regular customer's hundreds of lasting lots are
+# one row (a lot's columns in the account's places: id, status for kind, amount for balance,
+# remaining, -, available_at, expires_at; the sum in remaining). The conditions are
+# _READ_ACCOUNTS' and _OPEN_LOTS'.
+_MEMBER_BALANCE_PG = (
     "SELECT 'a', id, kind, balance, NULL::bigint, allow_debt, NULL::timestamptz,"
     " NULL::timestamptz FROM accounts"
     " WHERE tenant_id = %(t)s AND owner = %(o)s AND currency = %(c)s"
     " UNION ALL"
     " SELECT 'l', id, status, amount, remaining, NULL::boolean, available_at, expires_at"
     " FROM lots WHERE tenant_id = %(t)s AND member_id = %(m)s AND currency = %(c)s"
-    " AND is_open"
+    " AND is_open AND (status = 'pending' OR expires_at <= %(soon)s)"
+    " UNION ALL"
+    " SELECT 's', NULL, NULL, NULL, sum(remaining), NULL, NULL, NULL"
+    " FROM lots WHERE tenant_id = %(t)s AND member_id = %(m)s AND currency = %(c)s"
+    " AND is_open AND status = 'active' AND (expires_at IS NULL OR expires_at > %(soon)s)"
+)
+_SHOWN_LOTS = _OPEN_LOTS.where(
+    sa.or_(lots.c.status == LotStatus.PENDING.value, lots.c.expires_at <= sa.bindparam("soon"))
+)
+_LASTING_POINTS = sa.select(sa.func.coalesce(sa.func.sum(lots.c.remaining), 0)).where(
+    lots.c.tenant_id == sa.bindparam("t"),
+    lots.c.member_id == sa.bindparam("m"),
+    lots.c.currency == sa.bindparam("c"),
+    lots.c.is_open == sa.true(),
+    lots.c.status == LotStatus.ACTIVE.value,
+    sa.or_(lots.c.expires_at.is_(None), lots.c.expires_at > sa.bindparam("soon")),
 )
 # The till's reads run on the driver connection on PostgreSQL (see driver_sql).
 _READ_ACCOUNTS_PG = DriverStatement(_READ_ACCOUNTS)
@@ -438,26 +456,39 @@ class SqlLedgerStore:
             .values(allow_debt=allow)
         )
 
-    def read_member_book(
-        self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str
-    ) -> tuple[dict[AccountKind, AccountState], list[Lot]]:
-        """The member's accounts (no lock) and open lots: one statement on PostgreSQL,
-        where no lock is taken, so one snapshot sees both (the till's calculation)."""
+    def read_member_balance(
+        self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str, soon: datetime
+    ) -> tuple[dict[AccountKind, AccountState], list[Lot], int]:
+        """What a member's balance needs, without a lock (the till's calculation): the
+        accounts, the open lots that are pending or expire by ``soon``, and the points of
+        the other open lots, summed (they are simply available). One statement on
+        PostgreSQL, so one snapshot sees it all."""
         if self._dialect != "postgresql":
+            params = {"t": tenant_id, "m": member_id, "c": currency, "soon": soon}
             return (
                 self.lock_member_accounts(tenant_id, member_id, currency, lock=False),
-                self.open_lots(tenant_id, member_id, currency),
+                _lots(self.conn.execute(_SHOWN_LOTS, params).all()),
+                int(self.conn.execute(_LASTING_POINTS, params).scalar_one()),
             )
-        params = {"t": tenant_id, "o": member_owner(member_id), "m": member_id, "c": currency}
+        params = {
+            "t": tenant_id,
+            "o": member_owner(member_id),
+            "m": member_id,
+            "c": currency,
+            "soon": soon,
+        }
         accounts_found: dict[AccountKind, AccountState] = {}
-        open_rows = []
-        for row in driver_rows(self.conn, _MEMBER_BOOK_PG, params):
+        shown = []
+        lasting = 0
+        for row in driver_rows(self.conn, _MEMBER_BALANCE_PG, params):
             if row[0] == "a":
                 kind = AccountKind(row[2])
                 accounts_found[kind] = AccountState(row[1], kind, row[3], row[5])
-            else:  # a lot: id, status, amount, remaining, available_at, expires_at
-                open_rows.append((row[1], row[3], row[4], row[2], row[6], row[7]))
-        return accounts_found, _lots(open_rows)
+            elif row[0] == "l":  # a lot: id, status, amount, remaining, available_at, expires_at
+                shown.append((row[1], row[3], row[4], row[2], row[6], row[7]))
+            else:
+                lasting = int(row[4] or 0)
+        return accounts_found, _lots(shown), lasting
 
     # ---- lots --------------------------------------------------------------------------
     def open_lots(self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str) -> list[Lot]:
