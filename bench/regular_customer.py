@@ -1,9 +1,10 @@
 """A regular customer's purchase: how its cost grows with the member's open lots.
 
 Every accrual is a lot, and lots stay open until spent or expired, so a customer who buys
-daily under a one-year expiry carries hundreds. A calculation reads all of them (the
-balance, what expires soon); a confirm reads them all only when it pays with points, else
-only those due to activate or expire (since session 14). The confirms here pay none.
+daily under a one-year expiry carries hundreds. Since session 14 a calculation reads those
+pending or expiring within 30 days and only the sum of the rest; a confirm reads them all
+only when it pays with points, else only those due to activate or expire. The confirms
+here pay none.
 
     .venv/bin/python bench/regular_customer.py                 # 0, 100, 300, 600 open lots
     .venv/bin/python bench/regular_customer.py --lots 0,1000
