@@ -25,7 +25,7 @@ from kopilka.domain.rewards.definition import RewardDefinition
 from kopilka.domain.rules.facts import MemberFacts
 from kopilka.services import rewards as rewards_service
 from kopilka.services.context import Tenant, load_tenant
-from kopilka.services.ledger import EXPIRING_SOON_DAYS
+from kopilka.services.ledger import EXPIRING_SOON_DAYS, balance_view
 from kopilka.services.ledger_book import MemberBook
 from kopilka.services.ports import UnitOfWork
 from kopilka.services.purchase_hooks import PurchaseHook
@@ -454,8 +454,9 @@ def test_a_book_opened_not_to_spend_reads_the_open_lots_when_it_spends(
 def test_a_calculation_sums_the_lasting_lots_and_lists_the_rest(
     container: Container, merchant: Merchant, clock: FakeClock
 ) -> None:
-    """A calculation reads the open lots a balance shows one by one (pending, expiring
-    within the window) and only the sum of the others: the same balance as the ledger's."""
+    """A calculation (and the ledger's balance) reads the open lots a balance shows one by
+    one (pending, expiring within the window) and only the sum of the others: the same
+    balance as from every open lot."""
     c, m = container, merchant
     publish(c, m)
     member = enrol(c, m)
@@ -470,6 +471,18 @@ def test_a_calculation_sums_the_lasting_lots_and_lists_the_rest(
     c.ledger.accrue(m.actor, member, 7, expires_at=window_end)  # the window's last moment
     quote = c.purchases.calculate(m.actor, basket(member))
     assert quote["balance"] == c.ledger.balance(m.actor, member).to_json()
+    # Both read the summed lots: the balance from every open lot, one by one, is the same.
+    with c.uow_factory(write=False) as uow:
+        tenant = load_tenant(uow, m.tenant_id)
+        every_lot = balance_view(
+            tenant,
+            member,
+            "points",
+            uow.ledger.lock_member_accounts(m.tenant_id, member, "points", lock=False),
+            uow.ledger.open_lots(m.tenant_id, member, "points"),
+            clock.now(),
+        )
+    assert quote["balance"] == every_lot.to_json()
     assert quote["balance"]["available"] == 100 + 200 + 40 + 7
     assert quote["balance"]["pending"] == 25
     assert [e["amount"] for e in quote["balance"]["expiring_soon"]] == [40, 7]

@@ -723,10 +723,14 @@ class LedgerService:
             now = self.clock.now()
             cur = currency or tenant.points_currency
             holder = wallet_holder(uow, tenant.id, member_id)  # a family member sees the pool
-            accounts = uow.ledger.lock_member_accounts(tenant.id, holder, cur, lock=False)
-            lots = uow.ledger.open_lots(tenant.id, holder, cur)
+            # The lots it lists one by one, and the sum of the rest (see read_member_balance).
+            accounts, lots, lasting = uow.ledger.read_member_balance(
+                tenant.id, holder, cur, now + timedelta(days=EXPIRING_SOON_DAYS)
+            )
             returning = lapsed_hold_points(uow, tenant.id, holder, cur, accounts, now)
-            return balance_view(tenant, member_id, cur, accounts, lots, now, returning)
+            return balance_view(
+                tenant, member_id, cur, accounts, lots, now, returning, lasting=lasting
+            )
 
     def transaction(self, actor: Actor, transaction_id: uuid.UUID) -> TransactionView:
         with self.uow_factory(write=False) as uow:
