@@ -451,8 +451,8 @@ def _pg_receipt_statement(
         return False
     # The receipt's JSON columns (its stored answer, ~3.5 kB for ten lines) go as parameters
     # of their own, cast to jsonb once: inside the record's JSON, PostgreSQL parsed them
-    # three times (the cast to json, json_to_record, then jsonb's input), which measured as
-    # most of the 0.23 ms of database CPU a purchase's stored answer cost
+    # three times (the cast to json, json_to_record, then jsonb's input). The stored answer
+    # cost a purchase 0.23 ms of database CPU before, 0.12 ms after
     # (bench/till_sql_ceiling.py --breakdown).
     json_keys = tuple(k for k in row_keys if isinstance(receipts.c[k].type, sa.JSON))
     record_keys = tuple(k for k in row_keys if k not in json_keys)

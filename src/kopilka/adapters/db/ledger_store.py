@@ -459,10 +459,10 @@ class SqlLedgerStore:
     def read_member_balance(
         self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str, soon: datetime
     ) -> tuple[dict[AccountKind, AccountState], list[Lot], int]:
-        """What a member's balance needs, without a lock (the till's calculation): the
-        accounts, the open lots that are pending or expire by ``soon``, and the points of
-        the other open lots, summed (they are simply available). One statement on
-        PostgreSQL, so one snapshot sees it all."""
+        """What a member's balance needs, without a lock (the till's calculation, the
+        balance API): the accounts, the open lots that are pending or expire by ``soon``,
+        and the points of the other open lots, summed (they are simply available). One
+        statement on PostgreSQL, so one snapshot sees it all."""
         if self._dialect != "postgresql":
             params = {"t": tenant_id, "m": member_id, "c": currency, "soon": soon}
             return (
