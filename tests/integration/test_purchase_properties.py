@@ -8,7 +8,10 @@ with points. Then:
   at once or held first, puts the member's balance and every ledger account back as they were;
 * any sequence of partial refunds never takes back more points than were earned nor gives
   back more than were spent, line by line, and once everything is refunded the refunds add
-  up exactly to the receipt: points spent, points earned and money paid.
+  up exactly to the receipt: points spent, points earned and money paid;
+* as time passes between purchases (points pending, then active, then expired), the till's
+  balance, read from only the lots it needs, equals the one built from every lot, and the
+  ledger stays whole.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from hypothesis import strategies as st
 
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import BusinessRuleViolation
-from kopilka.services.context import Actor
+from kopilka.services.context import Actor, load_tenant
+from kopilka.services.ledger import balance_view
 from kopilka.services.purchases import LineInput, MemberRef, ReceiptInput
 from kopilka.services.verify import verify_ledger
+from kopilka.testing import FakeClock
 from tests.conftest import Merchant
 
 PROPERTY_SETTINGS = settings(
@@ -266,3 +271,70 @@ def test_partial_refunds_never_exceed_the_receipt_and_add_up(
     if not spent_meanwhile:
         assert shortfall == 0
     assert_ledger_ok(container, shop.tenant_id)
+
+
+# ---- time passing: pending points mature and expire between purchases ---------------------
+TIMED: dict[str, Any] = {
+    **BONUS,
+    "pending_days": 2,
+    "expiry": {"kind": "rolling", "days": 6},
+}
+steps_strategy = st.lists(
+    st.tuples(
+        st.integers(0, 96),  # hours the clock moves first
+        lines_strategy,
+        st.one_of(st.none(), st.floats(0, 1)),  # share of what points may pay
+        st.booleans(),  # then refund the purchase before this one in full
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@pytest.fixture
+def timed_shop(container: Container, merchant: Merchant) -> Merchant:
+    container.programs.publish(merchant.actor, "bonus", TIMED)
+    return merchant
+
+
+def every_lot_balance(container: Container, shop: Merchant, member_id: uuid.UUID) -> Any:
+    """The member's balance built from every open lot, one by one: the oracle for the till's
+    reads, which take only the lots they need."""
+    with container.uow_factory(write=False) as uow:
+        tenant = load_tenant(uow, shop.tenant_id)
+        ledger = uow.ledger
+        return balance_view(
+            tenant,
+            member_id,
+            "points",
+            ledger.lock_member_accounts(shop.tenant_id, member_id, "points", lock=False),
+            ledger.open_lots(shop.tenant_id, member_id, "points"),
+            container.clock.now(),
+        ).to_json()
+
+
+@PROPERTY_SETTINGS
+@given(start=st.integers(0, 3000), steps=steps_strategy)
+def test_purchases_as_time_passes_keep_every_balance_true(
+    container: Container, clock: FakeClock, timed_shop: Merchant, start: int, steps: list[Any]
+) -> None:
+    """Points wait 2 days and last 6; between purchases the clock moves, so purchases settle
+    what has matured or expired while reading only the lots they need. The till's balance
+    always equals the one built from every lot, and the ledger stays whole."""
+    c, shop = container, timed_shop
+    actor = shop.actor
+    member_id = new_member(c, actor, start)
+    previous: str | None = None
+    for hours, lines, share, refund_previous in steps:
+        clock.advance(hours=hours)
+        quote = c.purchases.calculate(actor, receipt(member_id, lines, None))
+        assert quote["balance"] == every_lot_balance(c, shop, member_id)
+        redeem = int(quote["max_redeemable"] * share) or None if share is not None else None
+        bought = c.purchases.confirm(actor, receipt(member_id, lines, redeem), uuid.uuid4().hex)
+        assert bought["totals"]["points_redeemed"] == (redeem or 0)
+        assert bought["balance"]["available"] == every_lot_balance(c, shop, member_id)["available"]
+        if refund_previous and previous is not None:
+            c.purchases.refund(actor, uuid.UUID(previous), f"back-{previous}", None)
+        previous = bought["receipt"]["id"]
+    assert c.ledger.balance(actor, member_id).to_json() == every_lot_balance(c, shop, member_id)
+    assert_ledger_ok(c, shop.tenant_id)
