@@ -4,14 +4,14 @@ B2's target compares a purchase over HTTP with ``pgbench -b tpcb-like``. This be
 the application out. It records the statements of real confirms (one per member, 3 in 10
 paying part with points, 10 lines each) on the database that ``bench/purchases.py --keep``
 left, writes each confirm as a pgbench script (BEGIN, its statements with their values
-inlined, COMMIT) and runs the scripts with pgbench (``-M prepared``, as the service's
-statements are prepared) next to ``pgbench -b tpcb-like`` at the same client counts. Each
-client is a pgbench process of its own with its own members (``--members-per-client``),
-so no two clients wait for one member's row locks; every till phase starts on a fresh copy
-of the recorded database, so none inherits the rows of the one before. The ids and the
-receipt number a confirm creates are pgbench random variables, so every transaction
-inserts a new receipt, new lines and new ledger rows, as a purchase does; the balance and
-lot updates write the values the recorded confirm computed.
+inlined, COMMIT) and runs the scripts with pgbench (``-M prepared`` on generic plans, as
+the service's prepared statements run) next to ``pgbench -b tpcb-like`` at the same client
+counts. Each client is a pgbench process of its own with its own members
+(``--members-per-client``), so no two clients wait for one member's row locks; every till
+phase starts on a fresh copy of the recorded database, so none inherits the rows of the
+one before. The ids and the receipt number a confirm creates are pgbench random
+variables, so every transaction inserts a new receipt, new lines and new ledger rows, as a
+purchase does; the balance and lot updates write the values the recorded confirm computed.
 
 The ratio it prints is a ceiling for B2 with these statements: a client in C with nothing
 to compute, on the same PostgreSQL. The backends' CPU per transaction compares with B2's
@@ -141,18 +141,29 @@ def _backends(database: str) -> dict[int, float]:
     }
 
 
-def run_phase(database: str, commands: list[list[str]], duration: int) -> dict[str, Any]:
+def run_phase(
+    database: str, commands: list[list[str]], duration: int, *, generic_plans: bool = False
+) -> dict[str, Any]:
     """pgbench processes side by side (``commands``: each one's workload and client
     options); their transactions add up. The backends' CPU is read from /proc while they
-    run (backends exit with their clients), so the last ~0.2 s of each is missed."""
+    run (backends exit with their clients), so the last ~0.2 s of each is missed.
+
+    ``generic_plans``: the recorded statements have their values inlined, so each member's
+    is a prepared statement of its own, which PostgreSQL would plan afresh for its first
+    five executions (custom plans); the service's statements are one text each and run on
+    their generic plan. Forcing generic plans leaves each recorded statement one planning
+    per connection, spread over its executions (about 25 to 40 in a 15 s phase)."""
     url = _pg.database_url(database)
+    env = _pg._pgbench_env(url)
+    if generic_plans:
+        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c plan_cache_mode=force_generic_plan"
     procs = [
         subprocess.Popen(
             [*_pg._pgbench_args(url), "-n", *command, "-T", str(duration), database],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=_pg._pgbench_env(url),
+            env=env,
         )
         for command in commands
     ]
@@ -255,7 +266,8 @@ def breakdown(scripts: list[Path], clients: int, per_client: int, duration: int)
             edited.append(target)
         fresh_copy()
         log(f"breakdown: {name}, {clients} clients")
-        result = run_phase(COPY_DB, till_commands(edited, clients, per_client), duration)
+        commands = till_commands(edited, clients, per_client)
+        result = run_phase(COPY_DB, commands, duration, generic_plans=True)
         cpu = result["backend_cpu_ms_per_txn"]
         if base is None:
             base = cpu
@@ -317,7 +329,9 @@ def main() -> None:
                         if database == COPY_DB:
                             fresh_copy()
                         log(f"round {round_ + 1}: {name}, {clients} clients")
-                        result = run_phase(database, commands, args.duration)
+                        result = run_phase(
+                            database, commands, args.duration, generic_plans=database == COPY_DB
+                        )
                         best[name] = max(best[name], result["tps"])
                         record = {"figure": name, "round": round_ + 1, "clients": clients}
                         print(json.dumps(record | result), flush=True)
