@@ -55,14 +55,29 @@ def database_exists(name: str) -> bool:
         engine.dispose()
 
 
-def recreate_database(name: str) -> None:
+def _safe_name(name: str) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise SystemExit(f"unsafe database name {name!r}")
+    return name
+
+
+def recreate_database(name: str, *, template: str | None = None) -> None:
+    """Drop ``name`` and create it afresh, empty or as a copy of ``template``."""
+    copy_of = f' TEMPLATE "{_safe_name(template)}"' if template else ""
     engine = admin_engine()
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{_safe_name(name)}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy_of}'))
+    finally:
+        engine.dispose()
+
+
+def drop_database(name: str) -> None:
+    engine = admin_engine()
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{_safe_name(name)}" WITH (FORCE)'))
     finally:
         engine.dispose()
 

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import sqlalchemy as sa
 from psycopg import ClientCursor
 
 import _pg
@@ -194,32 +193,22 @@ def run_phase(
 def fresh_copy() -> None:
     """The phase's database: a copy of the recorded one, so that no phase inherits the
     rows (and the members' new lots) of the one before."""
-    engine = _pg.admin_engine()
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{COPY_DB}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{COPY_DB}" TEMPLATE "{HTTP_DB}"'))
-    finally:
-        engine.dispose()
+    _pg.recreate_database(COPY_DB, template=HTTP_DB)
 
 
 def drop_copy() -> None:
-    engine = _pg.admin_engine()
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{COPY_DB}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
+    _pg.drop_database(COPY_DB)
 
 
 # ---- what each part costs: the scripts with one part cut out -------------------------------
 def _cut(start: str, end: str) -> Callable[[str], str]:
-    """Drop the text from ``start`` (a statement's opening words) up to ``end``."""
+    """Drop the text from ``start`` (a statement's opening words, or "BEGIN" for what
+    follows it) up to ``end``; a script without them is left as it is."""
 
     def edit(script: str) -> str:
-        begin = script.index("BEGIN;\n") + len("BEGIN;\n") if start == "BEGIN" else -1
-        if start != "BEGIN":
-            begin = script.find(start)
+        begin = (
+            script.find("BEGIN;\n") + len("BEGIN;\n") if start == "BEGIN" else script.find(start)
+        )
         stop = script.find(end)
         return script if begin < 0 or stop < begin else script[:begin] + script[stop:]
 
