@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kopilka.adapters.db.driver_sql import driver_rowcount
+from kopilka.adapters.db.driver_sqlite import compiled_write, sqlite_write
 from kopilka.adapters.db.tables import (
     coupons,
     products,
@@ -244,6 +245,8 @@ class SqlCommerceStore:
         inserted = self._insert_in_one(row, lines, if_new=True)
         if inserted is not None:
             return inserted
+        if self.dialect == "sqlite":
+            return self._insert_on_sqlite(row, lines)
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         written = self.conn.execute(
             dialect_insert(receipts)
@@ -255,6 +258,31 @@ class SqlCommerceStore:
             return False
         if lines:
             self.conn.execute(sa.insert(receipt_lines), lines)
+        return True
+
+    def _insert_on_sqlite(self, row: Row, lines: list[Row]) -> bool:
+        """``insert_receipt_if_new`` on the sqlite3 connection (see driver_sqlite)."""
+        keys = tuple(row)
+        claim = compiled_write(
+            self.conn,
+            ("receipt", keys),
+            lambda: (
+                sqlite.insert(receipts)
+                .on_conflict_do_nothing(index_elements=["tenant_id", "outlet_id", "receipt_number"])
+                .returning(receipts.c.id)
+            ),
+            keys,
+        )
+        if sqlite_write(self.conn, claim, [row]).fetchone() is None:
+            return False
+        line_keys = tuple(lines[0]) if lines else ()
+        if any(tuple(line) != line_keys for line in lines):
+            self.conn.execute(sa.insert(receipt_lines), lines)  # not one shape: SQLAlchemy's way
+        elif lines:
+            write = compiled_write(
+                self.conn, ("receipt_lines", line_keys), lambda: sa.insert(receipt_lines), line_keys
+            )
+            sqlite_write(self.conn, write, lines)
         return True
 
     def _insert_in_one(self, row: Row, lines: list[Row], *, if_new: bool) -> bool | None:

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kopilka.adapters.db.driver_sql import DriverStatement, driver_rows
+from kopilka.adapters.db.driver_sqlite import sqlite_rows
 from kopilka.adapters.db.mechanics.families import family_key, family_members
 from kopilka.adapters.db.mechanics.referrals import referral_key, referrals
 from kopilka.adapters.db.tables import (
@@ -372,11 +373,12 @@ class SqlDirectoryStore:
     def _till_read(
         self, statement: Any, on_driver: DriverStatement, params: dict[str, Any]
     ) -> Any | None:
-        """The first row of a till read: on the driver connection on PostgreSQL."""
+        """The first row of a till read, on the driver connection (psycopg or sqlite3)."""
         if self.dialect == "postgresql":
             rows = driver_rows(self.conn, on_driver, params)
-            return rows[0] if rows else None
-        return self.conn.execute(statement, params).first()
+        else:
+            rows = sqlite_rows(self.conn, statement, params)
+        return rows[0] if rows else None
 
     def _prefetch(
         self,

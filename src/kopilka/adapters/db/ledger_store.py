@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import UpdateBase
 
 from kopilka.adapters.db.driver_sql import DriverStatement, driver_rowcount, driver_rows
+from kopilka.adapters.db.driver_sqlite import compiled_write, sqlite_rows, sqlite_write
 from kopilka.adapters.db.tables import (
     accounts,
     holds,
@@ -185,6 +187,23 @@ _OPEN_LOTS_PG = DriverStatement(_OPEN_LOTS)
 _DUE_LOTS_PG = DriverStatement(_DUE_LOTS)
 
 
+# ---- Elsewhere: a plan in one statement per table (see _apply_statements) -------------
+def _set_balance() -> UpdateBase:
+    return (
+        sa.update(accounts)
+        .where(accounts.c.id == sa.bindparam("_id"))
+        .values(balance=sa.bindparam("_balance"))
+    )
+
+
+def _set_lot() -> UpdateBase:
+    return (
+        sa.update(lots)
+        .where(lots.c.id == sa.bindparam("_id"))
+        .values(remaining=sa.bindparam("_remaining"), status=sa.bindparam("_status"))
+    )
+
+
 # ---- PostgreSQL: a plan in one statement --------------------------------------------------
 # Each part of a plan is a data-modifying CTE reading its rows from one JSON parameter; only
 # the parts a plan has are in its statement, whose text is cached per combination of parts
@@ -203,6 +222,8 @@ _DUE_LOTS_PG = DriverStatement(_DUE_LOTS)
 # probes than as one pass over the table, so every purchase read all of a tenant's lots
 # (measured: 1.4 of 1.5 ms of the database's CPU for a purchase, on a tenant with 10,000
 # lots). ``id = ANY(array)`` is an index condition whatever the estimate.
+
+
 _PG_PART_NAMES = ("accounts", "transactions", "postings", "new_lots", "changed_lots", "movements")
 _PG_PARTS = {
     "accounts": (
@@ -413,7 +434,7 @@ class SqlLedgerStore:
         if self._dialect == "postgresql":
             rows = driver_rows(self.conn, _LOCK_ACCOUNTS_PG if lock else _READ_ACCOUNTS_PG, params)
         else:
-            rows = self.conn.execute(_READ_ACCOUNTS, params)
+            rows = sqlite_rows(self.conn, _READ_ACCOUNTS, params)
         found = {}
         for account_id, kind, balance, allow_debt in rows:
             kind = AccountKind(kind)
@@ -467,8 +488,8 @@ class SqlLedgerStore:
             params = {"t": tenant_id, "m": member_id, "c": currency, "soon": soon}
             return (
                 self.lock_member_accounts(tenant_id, member_id, currency, lock=False),
-                _lots(self.conn.execute(_SHOWN_LOTS, params).all()),
-                int(self.conn.execute(_LASTING_POINTS, params).scalar_one()),
+                _lots(sqlite_rows(self.conn, _SHOWN_LOTS, params)),
+                int(sqlite_rows(self.conn, _LASTING_POINTS, params)[0][0]),
             )
         params = {
             "t": tenant_id,
@@ -496,7 +517,7 @@ class SqlLedgerStore:
         params = {"t": tenant_id, "m": member_id, "c": currency}
         if self._dialect == "postgresql":
             return _lots(driver_rows(self.conn, _OPEN_LOTS_PG, params))
-        return _lots(self.conn.execute(_OPEN_LOTS, params).all())
+        return _lots(sqlite_rows(self.conn, _OPEN_LOTS, params))
 
     def due_lots(
         self, tenant_id: uuid.UUID, member_id: uuid.UUID, currency: str, now: datetime
@@ -505,7 +526,7 @@ class SqlLedgerStore:
         params = {"t": tenant_id, "m": member_id, "c": currency, "now": now}
         if self._dialect == "postgresql":
             return _lots(driver_rows(self.conn, _DUE_LOTS_PG, params))
-        return _lots(self.conn.execute(_DUE_LOTS, params).all())
+        return _lots(sqlite_rows(self.conn, _DUE_LOTS, params))
 
     def lots_by_id(self, tenant_id: uuid.UUID, ids: Iterable[uuid.UUID]) -> list[Lot]:
         wanted = list(ids)
@@ -795,15 +816,15 @@ class SqlLedgerStore:
         """The plan as one statement per table (SQLite, and PostgreSQL's rare fallback)."""
         touched = {p.account_id for p in plan.postings if p.balance_after is not None}
         if touched:
-            self.conn.execute(
-                sa.update(accounts)
-                .where(accounts.c.id == sa.bindparam("_id"))
-                .values(balance=sa.bindparam("_balance")),
+            self._write(
+                "accounts",
+                _set_balance,
                 [{"_id": a, "_balance": plan.accounts[a].balance} for a in sorted(touched)],
             )
         if plan.transactions:
-            self.conn.execute(
-                sa.insert(ledger_transactions),
+            self._write(
+                "transactions",
+                lambda: sa.insert(ledger_transactions),
                 [
                     {
                         "id": t.id,
@@ -826,8 +847,9 @@ class SqlLedgerStore:
                 ],
             )
         if plan.postings:
-            self.conn.execute(
-                sa.insert(postings),
+            self._write(
+                "postings",
+                lambda: sa.insert(postings),
                 [
                     {
                         "tenant_id": tenant_id,
@@ -840,8 +862,9 @@ class SqlLedgerStore:
                 ],
             )
         if plan.new_lots:
-            self.conn.execute(
-                sa.insert(lots),
+            self._write(
+                "lots",
+                lambda: sa.insert(lots),
                 [
                     {
                         "id": lot.id,
@@ -860,19 +883,18 @@ class SqlLedgerStore:
                 ],
             )
         if plan.changed_lots:
-            self.conn.execute(
-                sa.update(lots)
-                .where(lots.c.id == sa.bindparam("_id"))
-                .values(remaining=sa.bindparam("_remaining"), status=sa.bindparam("_status"))
-                .execution_options(synchronize_session=False),
+            self._write(
+                "changed_lots",
+                _set_lot,
                 [
                     {"_id": lot_id, "_remaining": remaining, "_status": status.value}
                     for lot_id, (remaining, status) in sorted(plan.changed_lots.items())
                 ],
             )
         if plan.movements:
-            self.conn.execute(
-                sa.insert(lot_movements),
+            self._write(
+                "movements",
+                lambda: sa.insert(lot_movements),
                 [
                     {
                         "tenant_id": tenant_id,
@@ -884,3 +906,15 @@ class SqlLedgerStore:
                     for m in plan.movements
                 ],
             )
+
+    def _write(
+        self, name: str, build: Callable[[], UpdateBase], rows: list[dict[str, Any]]
+    ) -> None:
+        """One statement for ``rows`` (all of one shape): on the sqlite3 connection on
+        SQLite (see driver_sqlite), through SQLAlchemy elsewhere."""
+        if self._dialect == "sqlite":
+            keys = tuple(rows[0])
+            write = compiled_write(self.conn, ("ledger", name, keys), build, keys)
+            sqlite_write(self.conn, write, rows)
+        else:
+            self.conn.execute(build(), rows)
