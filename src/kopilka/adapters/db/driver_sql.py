@@ -66,8 +66,9 @@ def _execute(
     cursor = _CURSORS.get(driver)
     if cursor is None or cursor.closed:
         cursor = _CURSORS[driver] = driver.cursor()
-    # The check SQLAlchemy itself makes before dispatching: free when nobody listens.
-    if conn._has_events or conn.engine._has_events:
+    # Only when someone listens for statements: the engine has other listeners (its
+    # connect, begin and checkin events), and calling the empty collection costs too.
+    if conn.dispatch.before_cursor_execute:
         conn.dispatch.before_cursor_execute(conn, cursor, sql, params, None, False)
     try:
         cursor.execute(sql, params, prepare=True)

@@ -140,7 +140,7 @@ def sqlite_write(
     params = [write.parameters(row) for row in rows]
     cursor = driver.cursor()
     many = len(params) != 1
-    if conn._has_events or conn.engine._has_events:
+    if conn.dispatch.before_cursor_execute:  # someone listens (see driver_sql)
         conn.dispatch.before_cursor_execute(
             conn, cursor, write.sql, params if many else params[0], None, many
         )

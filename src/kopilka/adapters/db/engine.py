@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -97,12 +98,12 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
                     )
                 conn.info[_WRITE_LOCK_HELD] = write_lock
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                _begin(conn, "BEGIN IMMEDIATE")
             except BaseException:
                 release_write_lock(conn)
                 raise
         else:
-            conn.exec_driver_sql("BEGIN")
+            _begin(conn, "BEGIN")
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -113,3 +114,12 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
             lock.release()
 
     return engine
+
+
+def _begin(conn: sa.Connection, statement: str) -> None:
+    """Send BEGIN on the sqlite3 connection itself: it is the first statement of every unit
+    of work, and SQLAlchemy's statement machinery cost more than SQLite's work on it."""
+    try:
+        conn.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
