@@ -15,6 +15,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from kopilka.domain.iso_text import IsoMomentText
 from kopilka.services.ledger import MAX_POINTS
 
 Points = Annotated[int, Field(ge=1, le=MAX_POINTS, strict=True)]
@@ -40,7 +41,7 @@ def _sane_moment(value: datetime) -> datetime:
     return value
 
 
-Moment = Annotated[AwareDatetime, AfterValidator(_sane_moment)]
+Moment = Annotated[AwareDatetime, IsoMomentText, AfterValidator(_sane_moment)]
 
 
 class Strict(BaseModel):
