@@ -26,7 +26,7 @@ from tests.e2e.helpers import (
     ok,
     writes,
 )
-from tests.e2e.routes import ROUTES, path_params, sample_url
+from tests.e2e.routes import LINES, ROUTES, path_params, sample_url
 
 WITH_BODY = sorted(op for op, r in ROUTES.items() if r.body is not None)
 UUID_PARAMS = {"member_id", "hold_id", "transaction_id", "api_key_id", "receipt_id"}
@@ -176,6 +176,24 @@ NUMBERS: list[tuple[str, dict[str, Any], list[str | int]]] = [
     ("enrollMember", {"email": "a@" + "b" * 320 + ".ru"}, ["body", "email"]),
     ("enrollMember", {"external_id": ""}, ["body", "external_id"]),
     ("mergeMembers", {"duplicate_id": "not-a-uuid"}, ["body", "duplicate_id"]),
+    # Counts of days and seconds are JSON integers: true was 1 day, "30" and 30.0 were 30
+    # (found by tests/e2e/test_api_fuzz.py).
+    ("updateTenant", {"backdate_days": True}, ["body", "backdate_days"]),
+    ("updateTenant", {"pending_days": "30"}, ["body", "pending_days"]),
+    ("updateTenant", {"hold_ttl_seconds": 600.0}, ["body", "hold_ttl_seconds"]),
+    ("updateTenant", {"qr_window_seconds": "60"}, ["body", "qr_window_seconds"]),
+    ("accruePoints", {"points": 5, "pending_days": True}, ["body", "pending_days"]),
+    ("holdPoints", {"points": 1, "ttl_seconds": "60"}, ["body", "ttl_seconds"]),
+    (
+        "confirmPurchase",
+        {"receipt_number": "R-9", "hold": True, "hold_ttl_seconds": "60", "lines": LINES},
+        ["body", "hold_ttl_seconds"],
+    ),
+    (
+        "refundPurchase",
+        {"lines": [{"line": True, "qty": 1}]},
+        ["body", "lines", 0, "line"],
+    ),
     ("bindCard", {"member_id": 12}, ["body", "member_id"]),
 ]
 

@@ -119,7 +119,7 @@ class AccrualCreate(Strict):
     reason: ShortText | None = None
     available_at: Moment | None = None
     expires_at: Moment | None = None
-    pending_days: Annotated[int, Field(ge=0, le=365)] | None = None
+    pending_days: Annotated[int, Field(ge=0, le=365, strict=True)] | None = None
     currency: Annotated[str, StringConstraints(max_length=16)] | None = None
 
 
@@ -140,7 +140,7 @@ class AdjustmentCreate(Strict):
 
 class HoldCreate(Strict):
     points: Points
-    ttl_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
+    ttl_seconds: Annotated[int, Field(ge=1, le=7 * 86400, strict=True)] | None = None
     reference: ShortText | None = None
     currency: Annotated[str, StringConstraints(max_length=16)] | None = None
 
@@ -174,12 +174,12 @@ class ApiKeyCreate(Strict):
 class TenantPatch(Strict):
     locale: Literal["ru", "en"] | None = None
     timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
-    pending_days: Annotated[int, Field(ge=0, le=365)] | None = None
+    pending_days: Annotated[int, Field(ge=0, le=365, strict=True)] | None = None
     expiry_policy: dict[str, Any] | None = None
     allow_debt: bool | None = None
-    backdate_days: Annotated[int, Field(ge=0, le=3650)] | None = None
-    hold_ttl_seconds: Annotated[int, Field(ge=10, le=7 * 86400)] | None = None
-    qr_window_seconds: Annotated[int, Field(ge=10, le=3600)] | None = None
+    backdate_days: Annotated[int, Field(ge=0, le=3650, strict=True)] | None = None
+    hold_ttl_seconds: Annotated[int, Field(ge=10, le=7 * 86400, strict=True)] | None = None
+    qr_window_seconds: Annotated[int, Field(ge=10, le=3600, strict=True)] | None = None
     card_scheme: Literal["ean13", "luhn"] | None = None
     card_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}$")] | None = None
 

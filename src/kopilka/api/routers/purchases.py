@@ -122,11 +122,11 @@ class CalculateIn(_Strict):
 class PurchaseIn(CalculateIn):
     receipt_number: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     hold: bool = False
-    hold_ttl_seconds: Annotated[int, Field(ge=10, le=86400)] | None = None
+    hold_ttl_seconds: Annotated[int, Field(ge=10, le=86400, strict=True)] | None = None
 
 
 class RefundLineIn(_Strict):
-    line: Annotated[int, Field(ge=0, le=10_000)]
+    line: Annotated[int, Field(ge=0, le=10_000, strict=True)]
     qty: Qty
 
 
