@@ -26,7 +26,7 @@ from tests.e2e.helpers import (
     ok,
     writes,
 )
-from tests.e2e.routes import ROUTES, path_params, sample_url
+from tests.e2e.routes import LINES, ROUTES, path_params, sample_url
 
 WITH_BODY = sorted(op for op, r in ROUTES.items() if r.body is not None)
 UUID_PARAMS = {"member_id", "hold_id", "transaction_id", "api_key_id", "receipt_id"}
@@ -176,6 +176,24 @@ NUMBERS: list[tuple[str, dict[str, Any], list[str | int]]] = [
     ("enrollMember", {"email": "a@" + "b" * 320 + ".ru"}, ["body", "email"]),
     ("enrollMember", {"external_id": ""}, ["body", "external_id"]),
     ("mergeMembers", {"duplicate_id": "not-a-uuid"}, ["body", "duplicate_id"]),
+    # Counts of days and seconds are JSON integers: true was 1 day, "30" and 30.0 were 30
+    # (found by tests/e2e/test_api_fuzz.py).
+    ("updateTenant", {"backdate_days": True}, ["body", "backdate_days"]),
+    ("updateTenant", {"pending_days": "30"}, ["body", "pending_days"]),
+    ("updateTenant", {"hold_ttl_seconds": 600.0}, ["body", "hold_ttl_seconds"]),
+    ("updateTenant", {"qr_window_seconds": "60"}, ["body", "qr_window_seconds"]),
+    ("accruePoints", {"points": 5, "pending_days": True}, ["body", "pending_days"]),
+    ("holdPoints", {"points": 1, "ttl_seconds": "60"}, ["body", "ttl_seconds"]),
+    (
+        "confirmPurchase",
+        {"receipt_number": "R-9", "hold": True, "hold_ttl_seconds": "60", "lines": LINES},
+        ["body", "hold_ttl_seconds"],
+    ),
+    (
+        "refundPurchase",
+        {"lines": [{"line": True, "qty": 1}]},
+        ["body", "lines", 0, "line"],
+    ),
     ("bindCard", {"member_id": 12}, ["body", "member_id"]),
 ]
 
@@ -301,6 +319,55 @@ def test_out_of_range_moments_elsewhere(
     body = assert_problem(r, 422)
     assert any(path in e["path"] for e in body["errors"]), body
     assert writes(pair.engine) == before
+
+
+@pytest.mark.parametrize(
+    ("operation", "payload", "path"),
+    [
+        ("accruePoints", {"points": 5, "expires_at": 1_900_000_000}, ["body", "expires_at"]),
+        ("accruePoints", {"points": 5, "available_at": "1900000000"}, ["body", "available_at"]),
+        ("calculatePurchase", {"occurred_at": 0}, ["body", "occurred_at"]),
+        ("publishProgram", {"starts_at": 0.0}, ["starts_at"]),
+        ("createPromoCode", {"valid_until": 1_900_000_000}, ["body", "valid_until"]),
+        ("createCampaign", {"schedule": {"start": 0, "end": 1}}, ["body", "schedule", "start"]),
+        ("createDraw", {"starts_on": 0}, ["body", "starts_on"]),
+        ("setMemberTier", {"locked_until": "0"}, ["body", "locked_until"]),
+    ],
+)
+def test_moments_and_days_are_iso_text_not_seconds_since_1970(
+    pair: Pair, operation: str, payload: dict[str, Any], path: list[str]
+) -> None:
+    """A number (or text of digits) is not taken for seconds since 1970 (it was: 0 became
+    1970-01-01); the document promises ISO 8601 text. Found by tests/e2e/test_api_fuzz.py."""
+    route = ROUTES[operation]
+    before = writes(pair.engine)
+    r = pair.client.request(
+        route.method,
+        _url(operation, pair.a),
+        headers=pair.a.merchant.headers(),
+        json={**(route.body or {}), **payload},
+    )
+    body = assert_problem(r, 422, "validation_failed")
+    assert any(p[: len(path)] == path for p in error_paths(body)), body
+    assert writes(pair.engine) == before
+
+
+@pytest.mark.parametrize("value", ["0", "0.0", "1700000000"])
+def test_a_report_window_in_seconds_is_refused(pair: Pair, value: str) -> None:
+    """``?from=0`` was 1970-01-01 (found by tests/e2e/test_api_fuzz.py)."""
+    club = pair.a.extra["club_code"]
+    for name in ("from", "to"):
+        r = pair.client.get(
+            f"/v1/clubs/{club}/report", headers=pair.a.merchant.headers(), params={name: value}
+        )
+        assert ["query", name] in error_paths(assert_problem(r, 422, "validation_failed"))
+    ok(
+        pair.client.get(
+            f"/v1/clubs/{club}/report",
+            headers=pair.a.merchant.headers(),
+            params={"from": "2026-01-01T00:00:00Z"},
+        )
+    )
 
 
 def test_bad_check_digits(pair: Pair) -> None:

@@ -96,6 +96,30 @@ def test_openapi_operations_have_unique_ids(pair: Pair) -> None:
             assert op.get("security"), op["operationId"]
 
 
+def test_openapi_documents_every_error_as_a_problem(pair: Pair) -> None:
+    """Each operation documents its 4xx answers as application/problem+json (FastAPI's own
+    422, ``{"detail": [...]}`` as application/json, is never sent)."""
+    schema = ok(pair.client.get("/openapi.json"))
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            errors = {s: r for s, r in op["responses"].items() if s.startswith("4")}
+            assert {"422", "4XX"} <= set(errors), (method, path, op["responses"])
+            for status, response in errors.items():
+                assert response["content"] == {"application/problem+json": problem}, (
+                    method,
+                    path,
+                    status,
+                )
+    components = schema["components"]["schemas"]
+    assert "HTTPValidationError" not in components
+    assert {"code", "status", "request_id", "errors"} <= set(components["Problem"]["properties"])
+    # The answer it documents is the one sent.
+    r = pair.client.get("/v1/members", headers=pair.a.merchant.headers(), params={"limit": 0})
+    body = assert_problem(r, 422, "validation_failed")
+    assert body["errors"][0]["path"] == ["query", "limit"]
+
+
 def test_docs_pages_answer(pair: Pair) -> None:
     r = pair.client.get("/docs")
     assert r.status_code == 200

@@ -305,6 +305,10 @@ def test_validate_lists_every_error_with_its_path(
     assert report["valid"] is False
     assert report["errors"][0]["path"] == []
     assert count(engine, "programs") == 0
+    # So the published document promises no body shape for validate (it promised publish's).
+    body = ok(client.get("/openapi.json"))["paths"]["/v1/programs/{code}/validate"]["post"]
+    for content in body["requestBody"]["content"].values():
+        assert {} in content["schema"]["anyOf"]
     # Publishing the broken document reports the same paths and publishes nothing.
     r = client.put("/v1/programs/bonus", headers=merchant.headers(), json={"document": BROKEN})
     problem = assert_problem(r, 422)

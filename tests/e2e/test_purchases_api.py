@@ -205,6 +205,21 @@ def test_calculate_writes_nothing(
     assert footprint(engine) == before
 
 
+def test_the_documented_example_receipts_are_answered(
+    client: TestClient, merchant: Merchant, engine: sa.Engine
+) -> None:
+    """The API document's example bodies for calculate and confirm are real requests (the
+    fuzz tests start from them)."""
+    schema = ok(client.get("/openapi.json"))["components"]["schemas"]
+    h = merchant.headers("pos")
+    [calculate] = schema["CalculateIn"]["examples"]
+    [confirm] = schema["PurchaseIn"]["examples"]
+    enrol(client, merchant, **calculate["member"])
+    assert ok(client.post("/v1/purchases/calculate", headers=h, json=calculate))["lines"]
+    assert ok(client.post("/v1/purchases", headers=h, json=confirm), 201)["receipt"]["id"]
+    assert count(engine, "receipts") == 1
+
+
 def test_confirm_writes_receipt_and_ledger(
     client: TestClient,
     merchant: Merchant,

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from kopilka import __version__
 from kopilka.api.middleware import RequestContextMiddleware
+from kopilka.api.openapi import problem_openapi
 from kopilka.api.problems import install_problem_handlers
 from kopilka.api.routers import admin, cards, explain, ledger, members, programs, purchases
 from kopilka.api.routers.campaigns import router as campaigns_router
@@ -33,6 +34,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     install_problem_handlers(app)
+    app.openapi = problem_openapi(app)  # type: ignore[method-assign]
 
     app.add_middleware(RequestContextMiddleware)
 

@@ -15,6 +15,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from kopilka.domain.iso_text import IsoMomentText
 from kopilka.services.ledger import MAX_POINTS
 
 Points = Annotated[int, Field(ge=1, le=MAX_POINTS, strict=True)]
@@ -40,7 +41,7 @@ def _sane_moment(value: datetime) -> datetime:
     return value
 
 
-Moment = Annotated[AwareDatetime, AfterValidator(_sane_moment)]
+Moment = Annotated[AwareDatetime, IsoMomentText, AfterValidator(_sane_moment)]
 
 
 class Strict(BaseModel):
@@ -118,7 +119,7 @@ class AccrualCreate(Strict):
     reason: ShortText | None = None
     available_at: Moment | None = None
     expires_at: Moment | None = None
-    pending_days: Annotated[int, Field(ge=0, le=365)] | None = None
+    pending_days: Annotated[int, Field(ge=0, le=365, strict=True)] | None = None
     currency: Annotated[str, StringConstraints(max_length=16)] | None = None
 
 
@@ -139,7 +140,7 @@ class AdjustmentCreate(Strict):
 
 class HoldCreate(Strict):
     points: Points
-    ttl_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
+    ttl_seconds: Annotated[int, Field(ge=1, le=7 * 86400, strict=True)] | None = None
     reference: ShortText | None = None
     currency: Annotated[str, StringConstraints(max_length=16)] | None = None
 
@@ -173,12 +174,12 @@ class ApiKeyCreate(Strict):
 class TenantPatch(Strict):
     locale: Literal["ru", "en"] | None = None
     timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
-    pending_days: Annotated[int, Field(ge=0, le=365)] | None = None
+    pending_days: Annotated[int, Field(ge=0, le=365, strict=True)] | None = None
     expiry_policy: dict[str, Any] | None = None
     allow_debt: bool | None = None
-    backdate_days: Annotated[int, Field(ge=0, le=3650)] | None = None
-    hold_ttl_seconds: Annotated[int, Field(ge=10, le=7 * 86400)] | None = None
-    qr_window_seconds: Annotated[int, Field(ge=10, le=3600)] | None = None
+    backdate_days: Annotated[int, Field(ge=0, le=3650, strict=True)] | None = None
+    hold_ttl_seconds: Annotated[int, Field(ge=10, le=7 * 86400, strict=True)] | None = None
+    qr_window_seconds: Annotated[int, Field(ge=10, le=3600, strict=True)] | None = None
     card_scheme: Literal["ean13", "luhn"] | None = None
     card_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}$")] | None = None
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.config import JsonDict
 
 from kopilka.api.auth import ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
@@ -68,7 +69,16 @@ class GiftCardUseIn(_Strict):
     )
 
 
+_RECEIPT_EXAMPLE: JsonDict = {
+    "member": {"phone": "+79161234567"},
+    "redeem_points": "max",
+    "lines": [{"sku": "LATTE", "qty": 2, "price": 25000, "category": "drinks/coffee"}],
+}
+
+
 class CalculateIn(_Strict):
+    # The examples show in the API docs, and schema-driven clients and fuzzers start from them.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_RECEIPT_EXAMPLE]})
     member: MemberRefIn | None = None
     lines: list[LineIn] = Field(min_length=1, max_length=1000)
     redeem_points: Annotated[int, Field(ge=0, le=10**12, strict=True)] | Literal["max"] | None = (
@@ -120,13 +130,17 @@ class CalculateIn(_Strict):
 
 
 class PurchaseIn(CalculateIn):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{**_RECEIPT_EXAMPLE, "receipt_number": "R-1042"}]},
+    )
     receipt_number: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     hold: bool = False
-    hold_ttl_seconds: Annotated[int, Field(ge=10, le=86400)] | None = None
+    hold_ttl_seconds: Annotated[int, Field(ge=10, le=86400, strict=True)] | None = None
 
 
 class RefundLineIn(_Strict):
-    line: Annotated[int, Field(ge=0, le=10_000)]
+    line: Annotated[int, Field(ge=0, le=10_000, strict=True)]
     qty: Qty
 
 

@@ -15,6 +15,7 @@ from kopilka.api.pagination import cut_page, decode_cursor
 from kopilka.api.schemas import Strict
 from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
+from kopilka.domain.iso_text import IsoDayText
 from kopilka.services.context import Actor
 from kopilka.services.tiers import TierHistoryItem, TierStatusView
 
@@ -33,7 +34,7 @@ class TierSet(Strict):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] = Field(
         description="Why, in plain words: kept in the history and the audit trail"
     )
-    locked_until: date | None = Field(
+    locked_until: Annotated[date, IsoDayText] | None = Field(
         default=None, description="Not lowered by evaluations up to this day (tenant-local)"
     )
     program: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from kopilka.domain.errors import ErrorCollector, FieldError, ValidationFailed
+from kopilka.domain.iso_text import IsoMomentText
 from kopilka.domain.rules.document import CompiledRule, compile_rules
 
 CODE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -53,8 +54,8 @@ class Schedule(_Strict):
     time in the tenant's time zone (``2026-03-01T00:00`` or just ``2026-03-01``); one with
     an offset is that instant."""
 
-    start: datetime
-    end: datetime
+    start: Annotated[datetime, IsoMomentText]
+    end: Annotated[datetime, IsoMomentText]
 
 
 class Audience(_Strict):

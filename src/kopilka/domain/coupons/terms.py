@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from kopilka.domain.errors import ErrorCollector
+from kopilka.domain.iso_text import IsoMomentText
 from kopilka.domain.rules.conditions import ConditionCompiler, LinePredicate
 from kopilka.domain.rules.document import POINTS_EFFECTS, Effect, _EffectParser
 
@@ -41,7 +42,7 @@ def _sane_moment(value: datetime) -> datetime:
     return utc
 
 
-Moment = Annotated[AwareDatetime, AfterValidator(_sane_moment)]
+Moment = Annotated[AwareDatetime, IsoMomentText, AfterValidator(_sane_moment)]
 
 
 class _Strict(BaseModel):

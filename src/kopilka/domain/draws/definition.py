@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from kopilka.domain.errors import FieldError
+from kopilka.domain.iso_text import IsoDayText
 
 # [0-9], not \d: pydantic's regex \d also matches other scripts' digits.
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -37,7 +38,7 @@ def _sane_day(value: date) -> date:
     return value
 
 
-Day = Annotated[date, AfterValidator(_sane_day)]
+Day = Annotated[date, IsoDayText, AfterValidator(_sane_day)]
 
 
 class _Strict(BaseModel):

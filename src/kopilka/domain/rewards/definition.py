@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from kopilka.domain.errors import ErrorCollector, FieldError
+from kopilka.domain.iso_text import IsoMomentText
 from kopilka.domain.rules.document import ACTION_EFFECTS, _EffectParser
 
 MAX_COST = 10**12  # the ledger's bound on one operation's points
@@ -39,7 +40,7 @@ def _utc(value: datetime) -> datetime:
     return utc
 
 
-Moment = Annotated[AwareDatetime, AfterValidator(_utc)]
+Moment = Annotated[AwareDatetime, IsoMomentText, AfterValidator(_utc)]
 
 
 class RewardKind(StrEnum):
