@@ -16,7 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from kopilka.adapters.db import directory_store, ledger_store
-from kopilka.adapters.db.driver_sqlite import compiled_write, sqlite_rows, sqlite_write
+from kopilka.adapters.db.driver_sqlite import compiled_write, sqlite_execute, sqlite_rows
 from kopilka.adapters.db.tables import (
     accounts,
     ledger_transactions,
@@ -102,7 +102,7 @@ def test_rows_are_stored_exactly_as_sqlalchemy_stores_them(
     sqlite.execute(sa.insert(table), [by_sqlalchemy])
     keys = tuple(by_driver)
     write = compiled_write(sqlite, ("test", table.name, keys), lambda: sa.insert(table), keys)
-    sqlite_write(sqlite, write, [by_driver])
+    sqlite_execute(sqlite, write, [by_driver])
 
     ours = stored(sqlite, table, marker, uuid.UUID(int=2).hex)
     theirs = stored(sqlite, table, marker, uuid.UUID(int=1).hex)
@@ -140,7 +140,7 @@ def test_an_update_with_its_own_fixed_value_and_many_rows(sqlite: sa.Connection)
             .values(balance=sa.bindparam("_balance"))
         ),
     )
-    cursor = sqlite_write(
+    cursor = sqlite_execute(
         sqlite, write, [{"_id": uuid.UUID(int=100 + i), "_balance": 10 * i} for i in range(3)]
     )
     assert cursor.rowcount == 3  # one executemany
@@ -149,7 +149,7 @@ def test_an_update_with_its_own_fixed_value_and_many_rows(sqlite: sa.Connection)
     ).scalars()
     assert list(balances) == [0, 10, 20]
     with pytest.raises(KeyError, match="_balance"):
-        sqlite_write(sqlite, write, [{"_id": uuid.UUID(int=100)}])
+        sqlite_execute(sqlite, write, [{"_id": uuid.UUID(int=100)}])
 
 
 def test_a_statement_is_compiled_once_per_shape(sqlite: sa.Connection) -> None:
@@ -170,9 +170,9 @@ def test_errors_come_out_as_sqlalchemys(sqlite: sa.Connection) -> None:
     write = compiled_write(
         sqlite, ("test", "movement with id"), lambda: sa.insert(lot_movements), ("id", *row)
     )
-    sqlite_write(sqlite, write, [{"id": 1, **row}])
+    sqlite_execute(sqlite, write, [{"id": 1, **row}])
     with pytest.raises(sa.exc.IntegrityError):
-        sqlite_write(sqlite, write, [{"id": 1, **row}])
+        sqlite_execute(sqlite, write, [{"id": 1, **row}])
 
 
 def test_listeners_see_each_statement_in_the_transaction(sqlite_engine: Engine) -> None:
@@ -190,7 +190,7 @@ def test_listeners_see_each_statement_in_the_transaction(sqlite_engine: Engine) 
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             write = compiled_write(conn, ("test", "postings"), lambda: sa.insert(postings), keys)
             # The first statement of the transaction: SQLAlchemy must know it has begun.
-            sqlite_write(conn, write, [row, row])
+            sqlite_execute(conn, write, [row, row])
             assert conn.in_transaction()
             conn.rollback()
             conn.exec_driver_sql("PRAGMA foreign_keys=ON")

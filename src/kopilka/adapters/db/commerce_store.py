@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kopilka.adapters.db.driver_sql import driver_rowcount
-from kopilka.adapters.db.driver_sqlite import compiled_write, sqlite_write
+from kopilka.adapters.db.driver_sqlite import compiled_write, sqlite_execute
 from kopilka.adapters.db.tables import (
     coupons,
     products,
@@ -273,7 +273,7 @@ class SqlCommerceStore:
             ),
             keys,
         )
-        if sqlite_write(self.conn, claim, [row]).fetchone() is None:
+        if sqlite_execute(self.conn, claim, [row]).fetchone() is None:
             return False
         line_keys = tuple(lines[0]) if lines else ()
         if any(tuple(line) != line_keys for line in lines):
@@ -282,7 +282,7 @@ class SqlCommerceStore:
             write = compiled_write(
                 self.conn, ("receipt_lines", line_keys), lambda: sa.insert(receipt_lines), line_keys
             )
-            sqlite_write(self.conn, write, lines)
+            sqlite_execute(self.conn, write, lines)
         return True
 
     def _insert_in_one(self, row: Row, lines: list[Row], *, if_new: bool) -> bool | None:

@@ -28,7 +28,7 @@ _MISSING: Any = object()
 _COMPILED: weakref.WeakKeyDictionary[Dialect, dict[Hashable, Any]] = weakref.WeakKeyDictionary()
 
 
-class SqliteWrite:
+class SqliteStatement:
     """A statement compiled once for sqlite3, fed rows of named values."""
 
     def __init__(
@@ -67,7 +67,7 @@ class SqliteWrite:
         return tuple(out)
 
 
-class SqliteRead(SqliteWrite):
+class SqliteRead(SqliteStatement):
     """A SELECT compiled once for sqlite3, its columns converted as SQLAlchemy would."""
 
     def __init__(self, statement: sa.ClauseElement, dialect: Dialect) -> None:
@@ -92,11 +92,16 @@ class SqliteRead(SqliteWrite):
         ]
 
 
-def compiled_read(conn: sa.Connection, statement: sa.Select[Any]) -> SqliteRead:
-    """``statement`` (built once, at import) compiled for ``conn``'s dialect, once."""
+def _compiled_for(conn: sa.Connection) -> dict[Hashable, Any]:
     per_dialect = _COMPILED.get(conn.dialect)
     if per_dialect is None:
         per_dialect = _COMPILED[conn.dialect] = {}
+    return per_dialect
+
+
+def compiled_read(conn: sa.Connection, statement: sa.Select[Any]) -> SqliteRead:
+    """``statement`` (built once, at import) compiled for ``conn``'s dialect, once."""
+    per_dialect = _compiled_for(conn)
     found = per_dialect.get(statement)
     if found is None:
         found = per_dialect[statement] = SqliteRead(statement, conn.dialect)
@@ -109,7 +114,7 @@ def sqlite_rows(
 ) -> list[tuple[Any, ...]]:
     """The rows of a read run on the sqlite3 connection, in ``conn``'s transaction."""
     read = compiled_read(conn, statement)
-    cursor = sqlite_write(conn, read, [params])
+    cursor = sqlite_execute(conn, read, [params])
     return read.convert(cursor.fetchall())
 
 
@@ -118,37 +123,35 @@ def compiled_write(
     shape: Hashable,
     build: Callable[[], sa.ClauseElement],
     column_keys: Sequence[str] | None = None,
-) -> SqliteWrite:
+) -> SqliteStatement:
     """The statement ``build()`` compiled for ``conn``'s dialect, once per ``shape``."""
-    per_dialect = _COMPILED.get(conn.dialect)
-    if per_dialect is None:
-        per_dialect = _COMPILED[conn.dialect] = {}
+    per_dialect = _compiled_for(conn)
     found = per_dialect.get(shape)
     if found is None:
-        found = per_dialect[shape] = SqliteWrite(build(), conn.dialect, column_keys)
-    assert isinstance(found, SqliteWrite)
+        found = per_dialect[shape] = SqliteStatement(build(), conn.dialect, column_keys)
+    assert isinstance(found, SqliteStatement)
     return found
 
 
-def sqlite_write(
-    conn: sa.Connection, write: SqliteWrite, rows: Sequence[Mapping[str, Any]]
+def sqlite_execute(
+    conn: sa.Connection, statement: SqliteStatement, rows: Sequence[Mapping[str, Any]]
 ) -> sqlite3.Cursor:
-    """Run ``write`` once per row (one ``executemany``) in ``conn``'s transaction."""
+    """Run ``statement`` once per row (one ``executemany``) in ``conn``'s transaction."""
     if not conn.in_transaction():
-        conn.begin()  # the engine's begin listener takes the write lock and sends BEGIN
+        conn.begin()  # the engine's begin listener sends BEGIN (a writer's takes the lock)
     driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
-    params = [write.parameters(row) for row in rows]
+    params = [statement.parameters(row) for row in rows]
     cursor = driver.cursor()
     many = len(params) != 1
     if conn.dispatch.before_cursor_execute:  # someone listens (see driver_sql)
         conn.dispatch.before_cursor_execute(
-            conn, cursor, write.sql, params if many else params[0], None, many
+            conn, cursor, statement.sql, params if many else params[0], None, many
         )
     try:
         if many:
-            cursor.executemany(write.sql, params)
+            cursor.executemany(statement.sql, params)
         else:
-            cursor.execute(write.sql, params[0])
+            cursor.execute(statement.sql, params[0])
     except sqlite3.Error as exc:
-        raise sa.exc.DBAPIError.instance(write.sql, params, exc, sqlite3.Error) from exc
+        raise sa.exc.DBAPIError.instance(statement.sql, params, exc, sqlite3.Error) from exc
     return cursor

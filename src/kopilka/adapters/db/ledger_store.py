@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import UpdateBase
 
 from kopilka.adapters.db.driver_sql import DriverStatement, driver_rowcount, driver_rows
-from kopilka.adapters.db.driver_sqlite import compiled_write, sqlite_rows, sqlite_write
+from kopilka.adapters.db.driver_sqlite import compiled_write, sqlite_execute, sqlite_rows
 from kopilka.adapters.db.tables import (
     accounts,
     holds,
@@ -915,6 +915,6 @@ class SqlLedgerStore:
         if self._dialect == "sqlite":
             keys = tuple(rows[0])
             write = compiled_write(self.conn, ("ledger", name, keys), build, keys)
-            sqlite_write(self.conn, write, rows)
+            sqlite_execute(self.conn, write, rows)
         else:
             self.conn.execute(build(), rows)
