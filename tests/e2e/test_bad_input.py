@@ -195,6 +195,22 @@ NUMBERS: list[tuple[str, dict[str, Any], list[str | int]]] = [
         ["body", "lines", 0, "line"],
     ),
     ("bindCard", {"member_id": 12}, ["body", "member_id"]),
+    # Flags are JSON true or false: lax validation took "yes", "0", 1 and 1.0 for them.
+    ("updateTenant", {"allow_debt": "yes"}, ["body", "allow_debt"]),
+    ("updateTenant", {"allow_debt": 1}, ["body", "allow_debt"]),
+    ("enrollMember", {"issue_virtual_card": "0"}, ["body", "issue_virtual_card"]),
+    ("enrollMember", {"consents": {"marketing_sms": 1.0}}, ["body", "consents"]),
+    (
+        "enrollMember",
+        {"consents": {"marketing_sms": {"granted": "true"}}},
+        ["body", "consents"],
+    ),
+    ("upsertProducts", {"products": [{"sku": "S1", "no_points": "1"}]}, ["body", "products", 0]),
+    (
+        "confirmPurchase",
+        {"receipt_number": "R-9", "hold": "true", "lines": LINES},
+        ["body", "hold"],
+    ),
 ]
 
 

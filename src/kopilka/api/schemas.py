@@ -20,6 +20,8 @@ from kopilka.services.ledger import MAX_POINTS
 
 Points = Annotated[int, Field(ge=1, le=MAX_POINTS, strict=True)]
 SignedPoints = Annotated[int, Field(ge=-MAX_POINTS, le=MAX_POINTS, strict=True)]
+# A JSON true or false only: lax validation also took "yes", "0", 1 and 1.0 for a flag.
+Flag = Annotated[bool, Field(strict=True)]
 ShortText = Annotated[str, StringConstraints(max_length=500)]
 # [0-9], not \d: pydantic's regex \d also matches other scripts' digits (e.g. "٢").
 CardNumber = Annotated[str, StringConstraints(min_length=8, max_length=32, pattern=r"^[0-9]+$")]
@@ -49,7 +51,7 @@ class Strict(BaseModel):
 
 
 class ConsentGiven(Strict):
-    granted: bool
+    granted: Flag
     at: Moment | None = None
 
 
@@ -69,14 +71,14 @@ class MemberFields(Strict):
     attributes: dict[Annotated[str, StringConstraints(max_length=64)], Any] | None = Field(
         default=None, max_length=100
     )
-    consents: dict[ConsentKind, bool | ConsentGiven] | None = None
+    consents: dict[ConsentKind, Flag | ConsentGiven] | None = None
 
 
 class MemberCreate(MemberFields):
     card: CardNumber | None = Field(
         default=None, description="A pre-printed card to bind at enrolment"
     )
-    issue_virtual_card: bool = True
+    issue_virtual_card: Flag = True
     referral_code: str | None = Field(
         default=None, min_length=1, max_length=64, description="A referrer's code or link code"
     )
@@ -176,7 +178,7 @@ class TenantPatch(Strict):
     timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
     pending_days: Annotated[int, Field(ge=0, le=365, strict=True)] | None = None
     expiry_policy: dict[str, Any] | None = None
-    allow_debt: bool | None = None
+    allow_debt: Flag | None = None
     backdate_days: Annotated[int, Field(ge=0, le=3650, strict=True)] | None = None
     hold_ttl_seconds: Annotated[int, Field(ge=10, le=7 * 86400, strict=True)] | None = None
     qr_window_seconds: Annotated[int, Field(ge=10, le=3600, strict=True)] | None = None

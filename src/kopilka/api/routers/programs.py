@@ -12,7 +12,7 @@ from kopilka.adapters.documents.yaml_text import load_yaml
 from kopilka.api.auth import ADMIN, ANY_ROLE, container
 from kopilka.api.deps import DEFAULT_LIMIT, Limit
 from kopilka.api.problems import MalformedBody
-from kopilka.api.schemas import Moment
+from kopilka.api.schemas import Flag, Moment
 from kopilka.api.strict_json import StrictJsonRoute, strict_loads
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import FieldError, ValidationFailed
@@ -48,8 +48,8 @@ class ProductIn(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict, max_length=100)
     price: Annotated[int, Field(ge=0, le=10**11, strict=True)] | None = None
     min_price: Annotated[int, Field(ge=0, le=10**11, strict=True)] | None = None
-    no_discount: bool = False
-    no_points: bool = False
+    no_discount: Flag = False
+    no_points: Flag = False
 
 
 class ProductsUpsert(BaseModel):

@@ -25,7 +25,7 @@ from pydantic.config import JsonDict
 from kopilka.api.auth import ANY_ROLE, TILL, container
 from kopilka.api.deps import DEFAULT_LIMIT, Cursor, IdempotencyKey, Limit
 from kopilka.api.pagination import cut_page, decode_cursor
-from kopilka.api.schemas import Moment
+from kopilka.api.schemas import Flag, Moment
 from kopilka.api.strict_json import StrictJsonRoute
 from kopilka.bootstrap import Container
 from kopilka.domain.errors import ValidationFailed
@@ -135,7 +135,7 @@ class PurchaseIn(CalculateIn):
         json_schema_extra={"examples": [{**_RECEIPT_EXAMPLE, "receipt_number": "R-1042"}]},
     )
     receipt_number: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    hold: bool = False
+    hold: Flag = False
     hold_ttl_seconds: Annotated[int, Field(ge=10, le=86400, strict=True)] | None = None
 
 
