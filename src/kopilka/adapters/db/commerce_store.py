@@ -247,9 +247,10 @@ class SqlCommerceStore:
             return inserted
         if self.dialect == "sqlite":
             return self._insert_on_sqlite(row, lines)
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        # PostgreSQL with a receipt its one statement does not take (no lines, or lines of
+        # different shapes).
         written = self.conn.execute(
-            dialect_insert(receipts)
+            postgresql.insert(receipts)
             .values(row)
             .on_conflict_do_nothing(index_elements=["tenant_id", "outlet_id", "receipt_number"])
             .returning(receipts.c.id)
