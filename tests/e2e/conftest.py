@@ -12,11 +12,16 @@ from sqlalchemy.engine import Engine
 
 from kopilka.adapters.db.tables import tenants
 from kopilka.api.app import create_app
-from kopilka.bootstrap import bootstrap
-from kopilka.settings import Settings
-from kopilka.testing import FakeClock
 from tests.conftest import BACKENDS, Merchant, make_merchant
-from tests.e2e.helpers import Pair, World, build_world, delete_all, writes
+from tests.e2e.helpers import (
+    Pair,
+    World,
+    backend_engine,
+    build_world,
+    delete_all,
+    fresh_container,
+    writes,
+)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -61,17 +66,10 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
     few hundred such tests would take most of the suite's time. The pair is rebuilt when
     another test has emptied the database, or when a test wrote anything to it.
     """
-    engine: Engine = request.getfixturevalue(
-        "pg_engine" if request.param == "postgresql" else "sqlite_engine"
-    )
+    engine = backend_engine(request)
     found = _PAIRS.get(request.param)
     if found is None or not _still_there(found):
-        delete_all(engine)
-        container = bootstrap(
-            Settings(database_url=engine.url.render_as_string(hide_password=False)),
-            clock=FakeClock(),
-            engine=engine,
-        )
+        container = fresh_container(engine)
         client = TestClient(create_app(container), raise_server_exceptions=False)
         a = build_world(
             client, make_merchant(container, "Coffee One"), serial_base=1000, phone="+79161234567"

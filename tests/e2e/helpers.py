@@ -7,11 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from kopilka.adapters.db.tables import metadata
+from kopilka.bootstrap import Container, bootstrap
 from kopilka.domain.members.card_numbers import CardScheme, make_number
+from kopilka.settings import Settings
+from kopilka.testing import FakeClock
 from tests.conftest import Merchant
 
 PROBLEM_KEYS = ("type", "code", "status", "title", "detail", "request_id", "instance")
@@ -97,6 +101,24 @@ def delete_all(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
             conn.execute(sa.delete(table))
+
+
+def backend_engine(request: pytest.FixtureRequest) -> sa.Engine:
+    """The suite's engine for a fixture parametrized by ``BACKENDS``."""
+    engine: sa.Engine = request.getfixturevalue(
+        "pg_engine" if request.param == "postgresql" else "sqlite_engine"
+    )
+    return engine
+
+
+def fresh_container(engine: sa.Engine) -> Container:
+    """An emptied database and a container on it, on a fake clock."""
+    delete_all(engine)
+    return bootstrap(
+        Settings(database_url=engine.url.render_as_string(hide_password=False)),
+        clock=FakeClock(),
+        engine=engine,
+    )
 
 
 def writes(engine: sa.Engine, tenant_id: uuid.UUID | None = None) -> tuple[int, ...]:

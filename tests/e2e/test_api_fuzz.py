@@ -39,11 +39,15 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from kopilka.adapters.db.tables import metadata, tenants
 from kopilka.api.app import create_app
 from kopilka.api.openapi import PROBLEM_MEDIA_TYPE
-from kopilka.bootstrap import bootstrap
-from kopilka.settings import Settings
-from kopilka.testing import FakeClock
 from tests.conftest import BACKENDS, Merchant, make_merchant
-from tests.e2e.helpers import PROBLEM_KEYS, World, build_world, delete_all, enrol
+from tests.e2e.helpers import (
+    PROBLEM_KEYS,
+    World,
+    backend_engine,
+    build_world,
+    enrol,
+    fresh_container,
+)
 from tests.e2e.routes import ROUTES
 
 # Examples per operation and generation mode. Breadth over depth: 138 operations x 2 modes x
@@ -96,17 +100,10 @@ def _still_there(fuzz: Fuzz) -> bool:
 def fuzz(request: pytest.FixtureRequest) -> Fuzz:
     """A tenant with data of every kind, built once per worker and database; built again
     when another test has emptied the database (fuzzed writes keep adding to it)."""
-    engine: sa.Engine = request.getfixturevalue(
-        "pg_engine" if request.param == "postgresql" else "sqlite_engine"
-    )
+    engine = backend_engine(request)
     found = _FUZZ.get(request.param)
     if found is None or not _still_there(found):
-        delete_all(engine)
-        container = bootstrap(
-            Settings(database_url=engine.url.render_as_string(hide_password=False)),
-            clock=FakeClock(),
-            engine=engine,
-        )
+        container = fresh_container(engine)
         app = create_app(container)
         merchant = make_merchant(container, "Fuzz One")
         with TestClient(app, raise_server_exceptions=False) as client:
