@@ -316,6 +316,34 @@ def test_validate_lists_every_error_with_its_path(
     assert count(engine, "programs") == 0
 
 
+def test_values_need_their_exact_json_type(
+    client: TestClient, merchant: Merchant, engine: sa.Engine
+) -> None:
+    """A document is stored as given: "7" or 7.0 for days and "yes" for a flag are refused by
+    validate and publish alike, not stored to be read leniently later."""
+    loose = {
+        **BONUS,
+        "pending_days": "7",
+        "redemption": {"enabled": "yes", "point_value": 100.0},
+        "expiry": {"kind": "rolling", "days": True},
+    }
+    expected = [
+        ["expiry", "days"],
+        ["pending_days"],
+        ["redemption", "enabled"],
+        ["redemption", "point_value"],
+    ]
+    report = ok(
+        client.post(
+            "/v1/programs/bonus/validate", headers=merchant.headers(), json={"document": loose}
+        )
+    )
+    assert sorted(e["path"] for e in report["errors"]) == expected
+    r = client.put("/v1/programs/bonus", headers=merchant.headers(), json={"document": loose})
+    assert sorted(error_paths(assert_problem(r, 422))) == expected
+    assert count(engine, "programs") == 0
+
+
 # ---- schedule --------------------------------------------------------------------------------
 def test_receipt_uses_version_in_force_at_its_time(
     client: TestClient, merchant: Merchant, clock: FakeClock

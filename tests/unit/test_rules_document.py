@@ -590,3 +590,39 @@ def test_mechanics_keys_must_not_repeat() -> None:
         (["clubs", 1, "code"], "duplicate_code"),
         (["stamp_cards", 1, "id"], "duplicate_id"),
     ]
+
+
+# What a lenient reading would turn into a number or a flag: refused at input, each at its path.
+LOOSE_TYPES = [
+    pytest.param(doc(pending_days="7"), ["pending_days"], id="days-as-text"),
+    pytest.param(doc(pending_days=7.0), ["pending_days"], id="days-as-float"),
+    pytest.param(doc(redemption={"enabled": "yes"}), ["redemption", "enabled"], id="flag-yes"),
+    pytest.param(doc(redemption={"enabled": 1}), ["redemption", "enabled"], id="flag-as-1"),
+    pytest.param(doc(redemption={"point_value": "100"}), ["redemption", "point_value"], id="pv"),
+    pytest.param(doc(expiry={"kind": "rolling", "days": True}), ["expiry", "days"], id="true-day"),
+    pytest.param(
+        doc(expiry={"kind": "calendar", "period": "month", "extra_periods": "1"}),
+        ["expiry", "extra_periods"],
+        id="extra-periods-as-text",
+    ),
+    pytest.param(
+        doc(limits={"max_discount_percent_line": 50.0}),
+        ["limits", "max_discount_percent_line"],
+        id="percent-as-float",
+    ),
+]
+
+
+@pytest.mark.parametrize(("document", "path"), LOOSE_TYPES)
+def test_values_need_their_exact_type_at_input(document: dict[str, Any], path: list[Any]) -> None:
+    assert [e["path"] for e in validate_document(document)] == [path]
+    with pytest.raises(ValidationFailed) as raised:
+        compile_program(document, "p", 0, at_input=True)
+    assert [list(e.path) for e in raised.value.errors] == [path]
+
+
+@pytest.mark.parametrize(("document", "path"), LOOSE_TYPES)
+def test_a_stored_version_still_loads_leniently(document: dict[str, Any], path: list[Any]) -> None:
+    """Published versions are immutable and must keep loading: a document stored before
+    types were held exactly is read as it always was."""
+    compile_program(document, "p", 1)

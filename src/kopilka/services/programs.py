@@ -80,7 +80,7 @@ class ProgramService:
                 "A program code: lower-case letters, digits, '-' or '_'.",
                 code="invalid_program_code",
             )
-        compile_program(document, code, 0)  # raises with every error and its path
+        compile_program(document, code, 0, at_input=True)  # raises with every error, its path
         now = self.clock.now()
         starts = starts_at or now
         if ends_at is not None and ends_at <= starts:

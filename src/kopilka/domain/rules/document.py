@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic_core import to_json
 
 from kopilka.domain.clubs.settings import ClubSettings
 from kopilka.domain.coupons.settings import CouponSettings
@@ -426,14 +427,17 @@ def _check_unique_keys(settings: ProgramSettings, errors: ErrorCollector) -> Non
 def validate_document(document: Any) -> list[dict[str, Any]]:
     """Every problem in ``document``, each ``{"path": [...], "message", "code"}``."""
     errors = ErrorCollector()
-    _compile(document, "check", 0, errors)
+    _compile(document, "check", 0, errors, at_input=True)
     return [{"path": list(e.path), "message": e.message, "code": e.code} for e in errors.errors]
 
 
-def compile_program(document: Any, code: str, version: int) -> CompiledProgram:
-    """Compile a document; raises ValidationFailed listing every error."""
+def compile_program(
+    document: Any, code: str, version: int, *, at_input: bool = False
+) -> CompiledProgram:
+    """Compile a document; raises ValidationFailed listing every error. ``at_input``: a
+    document about to be published, whose values must have their exact JSON types."""
     errors = ErrorCollector()
-    program = _compile(document, code, version, errors)
+    program = _compile(document, code, version, errors, at_input=at_input)
     errors.raise_if_any("The program document has errors.")
     assert program is not None
     return program
@@ -464,7 +468,7 @@ def _check_values(document: Any, errors: ErrorCollector) -> None:
 
 
 def _compile(
-    document: Any, code: str, version: int, errors: ErrorCollector
+    document: Any, code: str, version: int, errors: ErrorCollector, *, at_input: bool = False
 ) -> CompiledProgram | None:
     if not isinstance(document, dict):
         errors.add((), "A program document is a JSON object.", "invalid_document")
@@ -474,6 +478,11 @@ def _compile(
         return None
     try:
         settings = ProgramSettings.model_validate(document)
+        if at_input:
+            # A published document is stored as given and read back leniently (every version
+            # must keep loading), so exact types are required once, here: "100" or 100.0 for
+            # a whole number and "yes" or 1 for a flag are refused, not stored as they came.
+            ProgramSettings.model_validate_json(to_json(document), strict=True)
     except ValidationError as exc:
         for err in exc.errors():
             errors.add(
