@@ -74,10 +74,26 @@ def test_tenant_settings_take_effect(client: TestClient, merchant: Merchant) -> 
         ({"timezone": "../../etc/passwd"}, ["timezone"], "invalid_timezone"),
         (
             {"expiry_policy": {"kind": "rolling", "days": 0}},
-            ["expiry_policy"],
+            ["expiry_policy", "days"],
             "invalid_expiry_policy",
         ),
-        ({"expiry_policy": {"kind": "bogus"}}, ["expiry_policy"], "invalid_expiry_policy"),
+        ({"expiry_policy": {"kind": "bogus"}}, ["expiry_policy", "kind"], "invalid_expiry_policy"),
+        # Stored as a document, so exact JSON types: no "30" for 30 days, no true for 1.
+        (
+            {"expiry_policy": {"kind": "rolling", "days": "30"}},
+            ["expiry_policy", "days"],
+            "invalid_expiry_policy",
+        ),
+        (
+            {"expiry_policy": {"kind": "rolling", "days": True}},
+            ["expiry_policy", "days"],
+            "invalid_expiry_policy",
+        ),
+        (
+            {"expiry_policy": {"kind": "calendar", "period": "month", "extra_periods": 1.0}},
+            ["expiry_policy", "extra_periods"],
+            "invalid_expiry_policy",
+        ),
         ({"locale": "de"}, ["body", "locale"], "literal_error"),
         ({"pending_days": -1}, ["body", "pending_days"], "greater_than_equal"),
         ({"hold_ttl_seconds": 10**30}, ["body", "hold_ttl_seconds"], "less_than_equal"),
@@ -103,6 +119,17 @@ def test_patch_tenant_refusals(
     ], problem
     assert ok(client.get("/v1/tenant", headers=merchant.headers())) == before
     assert writes(container.engine) == rows
+
+
+def test_the_expiry_policy_is_stored_in_its_canonical_form(
+    client: TestClient, merchant: Merchant
+) -> None:
+    """Defaults spelled out, so what the tenant reads back is what every process applies."""
+    body = {"expiry_policy": {"kind": "calendar", "period": "quarter"}}
+    updated = ok(client.patch("/v1/tenant", headers=merchant.headers(), json=body))
+    assert updated["expiry_policy"] == {"kind": "calendar", "period": "quarter", "extra_periods": 0}
+    updated = ok(client.patch("/v1/tenant", headers=merchant.headers(), json={"expiry_policy": {}}))
+    assert updated["expiry_policy"] == {"kind": "never"}
 
 
 def test_card_scheme_is_locked_once_cards_exist(client: TestClient, merchant: Merchant) -> None:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from kopilka.clock import Clock
 from kopilka.domain.errors import Conflict, ErrorCollector, NotFound, Unauthorized
-from kopilka.domain.ledger.expiry import parse_policy
+from kopilka.domain.ledger.expiry import policy_from_input
 from kopilka.domain.members.card_numbers import LENGTH, CardScheme
 from kopilka.ids import new_id
 from kopilka.services.context import Actor, Role
@@ -59,6 +59,8 @@ MAX_BACKDATE_DAYS = 3650
 
 
 def _validate_tenant_settings(values: dict[str, Any], errors: ErrorCollector) -> None:
+    """Collect what is wrong with ``values``; a valid ``expiry_policy`` is replaced, in
+    place, by its canonical form."""
     if "currency" in values:
         cur = values["currency"]
         if not (isinstance(cur, str) and len(cur) == 3 and cur.isalpha() and cur.isupper()):
@@ -87,9 +89,12 @@ def _validate_tenant_settings(values: dict[str, Any], errors: ErrorCollector) ->
             errors.add(("card_prefix",), "Use 1 to 6 digits.", "invalid_card_prefix")
     if "expiry_policy" in values:
         try:
-            parse_policy(values["expiry_policy"])
+            # Stored in its canonical form: {"kind": "never"} for none, defaults spelled out.
+            policy = policy_from_input(values["expiry_policy"])
+            values["expiry_policy"] = policy.model_dump(mode="json")
         except ValidationError as exc:
-            errors.add(("expiry_policy",), str(exc.errors()[0]["msg"]), "invalid_expiry_policy")
+            for err in exc.errors():
+                errors.add(("expiry_policy", *err["loc"]), str(err["msg"]), "invalid_expiry_policy")
 
 
 class TenantService:
@@ -119,17 +124,15 @@ class TenantService:
         errors = ErrorCollector()
         if not name.strip() or len(name) > 200:
             errors.add(("name",), "A name of 1 to 200 characters is required.")
-        _validate_tenant_settings(
-            {
-                "currency": currency,
-                "timezone": timezone,
-                "card_scheme": card_scheme,
-                "card_prefix": card_prefix,
-                "expiry_policy": expiry_policy,
-                "backdate_days": backdate_days,
-            },
-            errors,
-        )
+        settings: dict[str, Any] = {
+            "currency": currency,
+            "timezone": timezone,
+            "card_scheme": card_scheme,
+            "card_prefix": card_prefix,
+            "expiry_policy": expiry_policy,
+            "backdate_days": backdate_days,
+        }
+        _validate_tenant_settings(settings, errors)
         errors.raise_if_any()
         now = self.clock.now()
         row: dict[str, Any] = {
@@ -146,7 +149,7 @@ class TenantService:
             "qr_window_seconds": qr_window_seconds,
             "hold_ttl_seconds": hold_ttl_seconds,
             "pending_days": pending_days,
-            "expiry_policy": expiry_policy or {"kind": "never"},
+            "expiry_policy": settings["expiry_policy"],
             "allow_debt": allow_debt,
             "backdate_days": backdate_days,
             "created_at": now,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 
 class NeverExpires(BaseModel):
@@ -47,6 +48,21 @@ def parse_policy(data: dict[str, Any] | None) -> ExpiryPolicy:
     if kind == "calendar":
         return CalendarExpiry.model_validate(data)
     return NeverExpires.model_validate(data)
+
+
+def policy_from_input(data: Any) -> ExpiryPolicy:
+    """A policy a user gives (tenant settings): like ``parse_policy``, but every value must
+    have its exact JSON type, so ``"30"`` or ``true`` are not taken for 30 or 1 days; raises
+    pydantic's ``ValidationError``. Stored policies are read back with ``parse_policy``."""
+    if data is None:
+        return NeverExpires()
+    text = to_json(data)
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind == "rolling":
+        return RollingExpiry.model_validate_json(text, strict=True)
+    if kind == "calendar":
+        return CalendarExpiry.model_validate_json(text, strict=True)
+    return NeverExpires.model_validate_json(text, strict=True)
 
 
 def _start_of_local_day_after(moment: datetime, tz: ZoneInfo, days: int) -> datetime:
