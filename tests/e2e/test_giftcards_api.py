@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
@@ -378,3 +379,27 @@ def test_bad_sales_are_refused_with_their_paths(
         if path:
             assert path in error_paths(problem), problem
     assert table_counts(engine) == before
+
+
+@pytest.mark.parametrize(
+    ("policy", "path"),
+    [
+        ({"validity": {"kind": "rolling", "days": "30"}}, ["body", "validity", "rolling", "days"]),
+        ({"validity": {"kind": "rolling", "days": True}}, ["body", "validity", "rolling", "days"]),
+        (
+            {"validity": {"kind": "calendar", "period": "year", "extra_periods": 1.0}},
+            ["body", "validity", "calendar", "extra_periods"],
+        ),
+        ({"enquiry_limits": {"per_card": "5"}}, ["body", "enquiry_limits", "per_card"]),
+    ],
+)
+def test_the_policy_takes_exact_types(
+    client: TestClient, merchant: Merchant, engine: sa.Engine, policy: dict[str, Any], path: Any
+) -> None:
+    """The policy is stored as a document: "30" or true are not taken for 30 or 1 days."""
+    before = table_counts(engine)
+    r = client.put("/v1/gift-cards/policy", headers=merchant.headers(), json=policy)
+    assert error_paths(assert_problem(r, 422, "validation_failed")) == [path]
+    assert table_counts(engine) == before
+    # And the check comes after the key's: no key, no word on the body.
+    assert_problem(client.put("/v1/gift-cards/policy", json=policy), 401)

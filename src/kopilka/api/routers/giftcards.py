@@ -14,7 +14,7 @@ from kopilka.api.auth import ADMIN, TILL, container
 from kopilka.api.deps import IdempotencyKey
 from kopilka.api.problems import problem
 from kopilka.api.schemas import Moment, ShortText, Strict
-from kopilka.api.strict_json import StrictJsonRoute
+from kopilka.api.strict_json import StrictJsonRoute, exact_types
 from kopilka.bootstrap import Container
 from kopilka.domain.giftcards.logic import RateLimited
 from kopilka.domain.giftcards.settings import MAX_AMOUNT, GiftCardPolicy
@@ -112,7 +112,10 @@ def get_policy(actor: Actor = Depends(ADMIN), c: Container = Depends(container))
     "/v1/gift-cards/policy", response_model=GiftCardPolicy, operation_id="setGiftCardPolicy"
 )
 def set_policy(
-    body: GiftCardPolicy, actor: Actor = Depends(ADMIN), c: Container = Depends(container)
+    body: GiftCardPolicy,
+    actor: Actor = Depends(ADMIN),
+    _exact: None = Depends(exact_types(GiftCardPolicy)),  # after the key's check
+    c: Container = Depends(container),
 ) -> GiftCardPolicy:
     """Replace the policy: validity, where a PIN is needed, amounts, enquiry limits."""
     return c.giftcards.set_policy(actor, body)
