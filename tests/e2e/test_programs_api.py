@@ -169,6 +169,18 @@ def test_yaml_with_charset_and_malformed_bodies(
         "/v1/programs/other", json={"document": BONUS, "extra": 1}, headers=merchant.headers()
     )
     assert ["extra"] in error_paths(r.json())
+    # YAML's binary and set values parse, but JSON cannot hold them: a 422 at their path.
+    for tagged in ("!!binary gIA=", "!!set {a: null}"):
+        body = f"document:\n  type: bonus\n  rules:\n    - id: r\n      note: {tagged}\n"
+        h = merchant.headers(**{"Content-Type": "application/yaml"})
+        for r in (
+            client.put("/v1/programs/other", content=body.encode(), headers=h),
+            client.post("/v1/programs/other/validate", content=body.encode(), headers=h),
+        ):
+            if r.status_code == 200:  # validate answers with its report
+                assert [e["path"] for e in r.json()["errors"]] == [["rules", 0, "note"]]
+            else:
+                assert error_paths(assert_problem(r, 422)) == [["rules", 0, "note"]]
     assert count(engine, "programs") == before
 
 

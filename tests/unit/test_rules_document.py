@@ -626,3 +626,20 @@ def test_a_stored_version_still_loads_leniently(document: dict[str, Any], path: 
     """Published versions are immutable and must keep loading: a document stored before
     types were held exactly is read as it always was."""
     compile_program(document, "p", 1)
+
+
+@pytest.mark.parametrize(
+    ("document", "path"),
+    [
+        pytest.param(with_rule(note=b"\x80\x80"), ["rules", 0, "note"], id="binary-in-a-rule"),
+        pytest.param(doc(name=b"piggy"), ["name"], id="binary-name"),
+        pytest.param(when({"attr": {"a"}}), ["rules", 0, "when", "attr"], id="set"),
+    ],
+)
+def test_values_json_cannot_hold_are_errors_at_their_path(
+    document: dict[str, Any], path: list[Any]
+) -> None:
+    """YAML's ``!!binary`` and ``!!set`` load as bytes and sets: reported, never a crash."""
+    assert [(e["path"], e["code"]) for e in validate_document(document)] == [
+        (path, "not_json_value")
+    ]

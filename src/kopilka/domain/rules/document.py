@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 from kopilka.domain.clubs.settings import ClubSettings
 from kopilka.domain.coupons.settings import CouponSettings
@@ -446,7 +446,8 @@ def compile_program(
 def _check_values(document: Any, errors: ErrorCollector) -> None:
     """What JSON and the database cannot hold, found without recursion: nesting deeper than
     MAX_DEPTH (the compiler recurses into conditions), strings with lone surrogates (not
-    UTF-8), and NaN or infinite numbers (YAML spells them ``.nan`` and ``.inf``)."""
+    UTF-8), NaN or infinite numbers (YAML spells them ``.nan`` and ``.inf``), and values of
+    no JSON type at all (YAML's ``!!binary`` and ``!!set``)."""
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), document)]
     while stack:
         path, value = stack.pop()
@@ -465,6 +466,9 @@ def _check_values(document: Any, errors: ErrorCollector) -> None:
                 errors.add(path, "The text is not valid Unicode.", "string_unicode")
         elif isinstance(value, float) and not math.isfinite(value):
             errors.add(path, "The number is not finite.", "not_finite")
+        elif not (value is None or isinstance(value, bool | int | float)):
+            # YAML's binary and set values: nothing JSON (or the stored document) can hold.
+            errors.add(path, "Not a JSON value.", "not_json_value")
 
 
 def _compile(
@@ -483,6 +487,9 @@ def _compile(
             # must keep loading), so exact types are required once, here: "100" or 100.0 for
             # a whole number and "yes" or 1 for a flag are refused, not stored as they came.
             ProgramSettings.model_validate_json(to_json(document), strict=True)
+    except PydanticSerializationError:  # _check_values is meant to have caught it
+        errors.add((), "The document holds a value JSON cannot.", "not_json_value")
+        return None
     except ValidationError as exc:
         for err in exc.errors():
             errors.add(
