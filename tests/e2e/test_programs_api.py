@@ -171,11 +171,11 @@ def test_yaml_with_charset_and_malformed_bodies(
     assert ["extra"] in error_paths(r.json())
     # YAML's binary and set values parse, but JSON cannot hold them: a 422 at their path.
     for tagged in ("!!binary gIA=", "!!set {a: null}"):
-        body = f"document:\n  type: bonus\n  rules:\n    - id: r\n      note: {tagged}\n"
+        yaml_body = f"document:\n  type: bonus\n  rules:\n    - id: r\n      note: {tagged}\n"
         h = merchant.headers(**{"Content-Type": "application/yaml"})
         for r in (
-            client.put("/v1/programs/other", content=body.encode(), headers=h),
-            client.post("/v1/programs/other/validate", content=body.encode(), headers=h),
+            client.put("/v1/programs/other", content=yaml_body.encode(), headers=h),
+            client.post("/v1/programs/other/validate", content=yaml_body.encode(), headers=h),
         ):
             if r.status_code == 200:  # validate answers with its report
                 assert [e["path"] for e in r.json()["errors"]] == [["rules", 0, "note"]]
